@@ -1,0 +1,300 @@
+"""One settings module, driven by the environment, with small per-environment overrides.
+
+Every variable is listed in README.md ("Configuration"). ``DJANGO_ENV`` picks the overrides:
+``dev`` (default: zero set-up, SQLite and an embedded broker under ``var/``), ``test`` (real
+Postgres, fast hashing) and ``production`` (HTTPS, secure cookies, no generated keys).
+
+Settings never exit the process: the serving processes (web, worker, beat) call
+``config.startup.enforce_startup_config`` so that a management command such as
+``generate_master_key`` still runs when the keys are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+
+from config.startup import TRADING_MODES, parse_fernet_keys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="dev")
+IS_PRODUCTION = DJANGO_ENV == "production"
+IS_TEST = DJANGO_ENV == "test"
+
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+if not IS_PRODUCTION:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _generated_in_var(name: str, make: str) -> str:
+    """Dev/test only: a key kept in ``var/`` so that web, worker and beat agree on it."""
+    path = VAR_DIR / name.lower()
+    if not path.exists():
+        path.write_text(make)
+        path.chmod(0o600)
+        logging.getLogger("config").warning(
+            "%s is not set; generated one into %s (dev only, never in production)", name, path
+        )
+    return path.read_text().strip()
+
+
+# --- Secrets -------------------------------------------------------------------------------
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY and not IS_PRODUCTION:
+    SECRET_KEY = _generated_in_var("SECRET_KEY", secrets.token_urlsafe(64))
+
+# Comma-separated Fernet keys: the first encrypts, all decrypt (MultiFernet).
+_raw_master_keys = env.str("CREDENTIALS_MASTER_KEY", default="")
+if not _raw_master_keys.strip() and not IS_PRODUCTION:
+    _raw_master_keys = _generated_in_var("CREDENTIALS_MASTER_KEY", Fernet.generate_key().decode())
+try:
+    CREDENTIALS_MASTER_KEYS: list[bytes] = parse_fernet_keys(_raw_master_keys)
+except ValueError:
+    # Production start-up refuses this with a clear line (config.startup); here we only make
+    # sure nothing can encrypt with a broken key.
+    CREDENTIALS_MASTER_KEYS = []
+
+TRADING_MODE = env.str("TRADING_MODE", default="DRY_RUN")
+if TRADING_MODE not in TRADING_MODES:
+    TRADING_MODE = "INVALID"  # refused at start-up; never silently treated as another mode
+LIVE_TRADING_CONFIRM = env.str("LIVE_TRADING_CONFIRM", default="") == "yes"
+
+DEBUG = env.bool("DEBUG", default=DJANGO_ENV == "dev")
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
+)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Applications --------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django_prometheus",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "trader",
+    "ingest",
+    "signals",
+    "execution",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ------------------------------------------------------------------------------
+# dev: a SQLite file under var/ (zero set-up); test: real Postgres; production: DATABASE_URL.
+if IS_TEST:
+    _database_url = env.str(
+        "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/trader"
+    )
+else:
+    _database_url = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'trader.sqlite3'}")
+_db = env.db_url_config(_database_url)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + IMMEDIATE transactions let web, worker and beat share the file without
+    # "database is locked" under the light load of a single-machine demo.
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+else:
+    _db["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    _db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("TEST", {})
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and broker ----------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="trader"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport: an embedded broker that needs no server and works across
+    # processes (worker, beat and web share the folder; files are claimed under flock).
+    for _sub in ("queue", "control"):
+        (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    # Keep every countdown/ETA below this (tasks are redelivered after it on Redis).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "config.beat:HeartbeatDatabaseScheduler"
+CELERY_TASK_ALWAYS_EAGER = False
+
+# One queue per kind of work, routed by module. Specific names first: the first match wins.
+CELERY_QUEUES_BY_KIND = ("ingest", "signals", "execution", "monitor")
+CELERY_TASK_ROUTES = {
+    "execution.tasks.monitor_*": {"queue": "monitor"},
+    "ingest.tasks.*": {"queue": "ingest"},
+    "signals.tasks.*": {"queue": "signals"},
+    "execution.tasks.*": {"queue": "execution"},
+    "trader.tasks.*": {"queue": "monitor"},
+}
+
+HEARTBEAT_INTERVAL_S = env.float("HEARTBEAT_INTERVAL_S", default=10.0)
+# A heartbeat older than this means the process (or every consumer of a queue) is gone.
+HEARTBEAT_STALE_AFTER_S = env.float("HEARTBEAT_STALE_AFTER_S", default=3 * HEARTBEAT_INTERVAL_S + 5)
+CELERY_BEAT_SCHEDULE = {
+    f"heartbeat-{queue}": {
+        "task": "trader.tasks.heartbeat",
+        "schedule": timedelta(seconds=HEARTBEAT_INTERVAL_S),
+        "args": (queue,),
+        "options": {"queue": queue, "expires": HEARTBEAT_INTERVAL_S * 3},
+    }
+    for queue in CELERY_QUEUES_BY_KIND
+}
+
+# --- Auth, API -----------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if IS_TEST:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {"auth": env.str("AUTH_THROTTLE_RATE", default="10/minute")},
+    "EXCEPTION_HANDLER": "trader.api.errors.exception_handler",
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    "ROTATE_REFRESH_TOKENS": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Trader API",
+    "DESCRIPTION": "Bots, encrypted exchange credentials and trading for Binance USD-M futures.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Self-hosted Swagger UI assets: the docs page works on a machine without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- I18N, static --------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Logging -------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "trader.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(processName)s: %(message)s"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Production overrides ------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if IS_PRODUCTION:
+    DEBUG = False
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+if IS_TEST:
+    # Throttling is tested explicitly; schemathesis must not trip it.
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+        "auth": env.str("AUTH_THROTTLE_RATE", default="10000/minute")
+    }

@@ -1,0 +1,85 @@
+"""Start-up guards shared by the web process, the Celery worker and beat.
+
+Settings never refuse to load (management commands such as ``generate_master_key`` must run
+without keys); the processes that serve traffic or trade call :func:`enforce_startup_config`
+first, which prints one clear line and exits non-zero when production is misconfigured.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from cryptography.fernet import Fernet
+
+TRADING_MODES = ("DRY_RUN", "TESTNET", "LIVE")
+DJANGO_ENVS = ("dev", "test", "production")
+KEY_HINT = "make one with: python manage.py generate_master_key"
+SECRET_HINT = "make one with: python manage.py generate_master_key --secret-key"  # noqa: S105
+
+
+def parse_fernet_keys(raw: str) -> list[bytes]:
+    """Split a comma-separated list of Fernet keys; raise ValueError naming the bad position."""
+    keys = [part.strip() for part in raw.split(",") if part.strip()]
+    if not keys:
+        raise ValueError("no key given")
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            # The key itself is never echoed: it is secret material.
+            raise ValueError(
+                f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+    return [key.encode() for key in keys]
+
+
+def secret_key_problem(value: str) -> str | None:
+    """Why ``value`` is unfit as a production SECRET_KEY, or None (Django's security.W009 rule)."""
+    if not value:
+        return "is not set"
+    if len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure-"):
+        return "is malformed (needs at least 50 characters, 5 distinct, no 'django-insecure-')"
+    return None
+
+
+def startup_problems(env: Mapping[str, str]) -> list[str]:
+    """Every configuration error that must stop a serving process, as one line each."""
+    problems: list[str] = []
+    django_env = env.get("DJANGO_ENV", "dev")
+    if django_env not in DJANGO_ENVS:
+        problems.append(f"DJANGO_ENV={django_env!r} is not one of {', '.join(DJANGO_ENVS)}")
+    mode = env.get("TRADING_MODE", "DRY_RUN")
+    if mode not in TRADING_MODES:
+        problems.append(f"TRADING_MODE={mode!r} is not one of {', '.join(TRADING_MODES)}")
+    if mode == "LIVE" and env.get("LIVE_TRADING_CONFIRM") != "yes":
+        problems.append(
+            "TRADING_MODE=LIVE requires LIVE_TRADING_CONFIRM=yes "
+            "(the safety ladder is DRY_RUN -> TESTNET -> LIVE)"
+        )
+    if django_env == "production":
+        secret_problem = secret_key_problem(env.get("SECRET_KEY", ""))
+        if secret_problem:
+            problems.append(f"SECRET_KEY {secret_problem} (DJANGO_ENV=production); {SECRET_HINT}")
+        raw_keys = env.get("CREDENTIALS_MASTER_KEY", "")
+        if not raw_keys.strip():
+            problems.append(
+                f"CREDENTIALS_MASTER_KEY is not set (DJANGO_ENV=production); {KEY_HINT}"
+            )
+        else:
+            try:
+                parse_fernet_keys(raw_keys)
+            except ValueError as exc:
+                problems.append(f"CREDENTIALS_MASTER_KEY is malformed: {exc}; {KEY_HINT}")
+    return problems
+
+
+def enforce_startup_config(process: str) -> None:
+    """Exit with status 2 and one line per problem if this process must not start."""
+    problems = startup_problems(os.environ)
+    if problems:
+        for problem in problems:
+            sys.stderr.write(f"FATAL ({process}): {problem}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)

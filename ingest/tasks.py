@@ -1,0 +1,1 @@
+"""Celery tasks of ``ingest`` (routed to the ``ingest`` queue). Later issues add them here."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TraderConfig(AppConfig):
+    name = "trader"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,56 @@
+"""Pure definitions shared by models, services, the API and the admin (no Django imports).
+
+Each bound or format lives here once, so the database constraint, the model validator, the API
+error and the admin form all say the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+# Binance USD-M perpetuals (BTCUSDT, 1000PEPEUSDT, ETHUSDC) and quarterlies (BTCUSDT_251226).
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}(USDT|USDC)(_[0-9]{6})?$"
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+
+# Binance kline intervals, in Binance's own spelling ("1M" is a month, "1m" a minute).
+INTERVALS = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An inclusive numeric range with the unit used in error messages."""
+
+    low: Decimal
+    high: Decimal
+    unit: str = ""
+
+    def problem(self, value: Decimal | int) -> str | None:
+        if not (self.low <= Decimal(value) <= self.high):
+            return f"must be between {self.low} and {self.high}{self.unit}"
+        return None
+
+
+RISK_PER_TRADE_PCT = Bound(Decimal("0.01"), Decimal("10"), " %")
+LEVERAGE = Bound(Decimal(1), Decimal(125), "x")
+MAX_POSITION_NOTIONAL = Bound(Decimal(1), Decimal(10_000_000), " USDT")
+MAX_OPEN_POSITIONS = Bound(Decimal(1), Decimal(100))
+DAILY_LOSS_LIMIT_PCT = Bound(Decimal("0.1"), Decimal("100"), " %")
+
+
+def symbol_problem(symbol: str) -> str | None:
+    """Why ``symbol`` is not a Binance USD-M symbol, or None."""
+    if not _SYMBOL_RE.match(symbol):
+        return (
+            f"{symbol!r} is not a Binance USD-M futures symbol "
+            "(upper case, ending in USDT or USDC, e.g. BTCUSDT or BTCUSDT_251226)"
+        )
+    return None
+
+
+def mask_api_key(last4: str) -> str:
+    """The only form in which an API key is ever displayed."""
+    return f"****{last4}"
