@@ -17,6 +17,14 @@ from django_celery_beat.schedulers import DatabaseScheduler
 class HeartbeatDatabaseScheduler(DatabaseScheduler):
     _last_heartbeat = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Beat builds its scheduler before it sends ``beat_init`` (the banner names it), so the
+        # production guard runs here, before the scheduler touches the database.
+        from config.startup import enforce_startup_config
+
+        enforce_startup_config("celery beat")
+        super().__init__(*args, **kwargs)
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = float(settings.HEARTBEAT_INTERVAL_S)
         now = time.monotonic()

@@ -1,7 +1,8 @@
 """The Celery app: settings under the ``CELERY_`` namespace, tasks discovered per app.
 
 Queues are one per kind of work (``ingest``, ``signals``, ``execution``, ``monitor``; see
-``CELERY_TASK_ROUTES``). The worker and beat refuse to start on a production misconfiguration.
+``CELERY_TASK_ROUTES``). The worker (at ``worker_init``) and beat (in its scheduler,
+``config.beat``) refuse to start on a production misconfiguration.
 """
 
 from __future__ import annotations
@@ -23,10 +24,3 @@ def _worker_refuses_bad_config(**_: Any) -> None:
     from config.startup import enforce_startup_config
 
     enforce_startup_config("celery worker")
-
-
-@signals.beat_init.connect
-def _beat_refuses_bad_config(**_: Any) -> None:
-    from config.startup import enforce_startup_config
-
-    enforce_startup_config("celery beat")

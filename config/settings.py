@@ -12,6 +12,7 @@ Settings never exit the process: the serving processes (web, worker, beat) call
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,9 @@ from config.startup import TRADING_MODES, parse_fernet_keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+# A .env file beside manage.py, if any, fills in what the real environment does not set.
+if (BASE_DIR / ".env").is_file() and os.environ.get("DJANGO_ENV") != "test":
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="dev")
 IS_PRODUCTION = DJANGO_ENV == "production"
@@ -37,11 +41,20 @@ def _generated_in_var(name: str, make: str) -> str:
     """Dev/test only: a key kept in ``var/`` so that web, worker and beat agree on it."""
     path = VAR_DIR / name.lower()
     if not path.exists():
-        path.write_text(make)
-        path.chmod(0o600)
-        logging.getLogger("config").warning(
-            "%s is not set; generated one into %s (dev only, never in production)", name, path
-        )
+        # Write aside, then link into place: link fails if another process won the race, so
+        # every process ends up reading the same key.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(make)
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+            logging.getLogger("config").warning(
+                "%s is not set; generated one into %s (dev only, never in production)", name, path
+            )
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
@@ -49,6 +62,11 @@ def _generated_in_var(name: str, make: str) -> str:
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY and not IS_PRODUCTION:
     SECRET_KEY = _generated_in_var("SECRET_KEY", secrets.token_urlsafe(64))
+elif not SECRET_KEY:
+    # Production without SECRET_KEY: web, worker and beat refuse to start (config.startup).
+    # A random per-process key lets Django load far enough for that one clear line, and for
+    # key-less commands such as generate_master_key; nothing it signs is valid elsewhere.
+    SECRET_KEY = secrets.token_urlsafe(64)
 
 # Comma-separated Fernet keys: the first encrypts, all decrypt (MultiFernet).
 _raw_master_keys = env.str("CREDENTIALS_MASTER_KEY", default="")
@@ -84,6 +102,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -237,11 +256,15 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {"auth": env.str("AUTH_THROTTLE_RATE", default="10/minute")},
     "EXCEPTION_HANDLER": "trader.api.errors.exception_handler",
+    # Proxies in front of the web process; 0 means the client address is REMOTE_ADDR, so a
+    # client cannot dodge the token-endpoint throttle with a forged X-Forwarded-For.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
     "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,  # a used refresh token cannot be replayed
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Trader API",
@@ -262,6 +285,15 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# whitenoise serves the admin's and Swagger UI's assets from gunicorn, no proxy set-up needed.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if IS_PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 
 # --- Logging -------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -284,6 +316,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 if IS_PRODUCTION:
     DEBUG = False
+    # gunicorn serves the collected static files (admin, Swagger UI) itself.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]

@@ -58,20 +58,30 @@ def startup_problems(env: Mapping[str, str]) -> list[str]:
             "TRADING_MODE=LIVE requires LIVE_TRADING_CONFIRM=yes "
             "(the safety ladder is DRY_RUN -> TESTNET -> LIVE)"
         )
+    raw_keys = env.get("CREDENTIALS_MASTER_KEY", "")
+    if raw_keys.strip():
+        try:
+            parse_fernet_keys(raw_keys)
+        except ValueError as exc:
+            problems.append(f"CREDENTIALS_MASTER_KEY is malformed: {exc}; {KEY_HINT}")
     if django_env == "production":
         secret_problem = secret_key_problem(env.get("SECRET_KEY", ""))
         if secret_problem:
             problems.append(f"SECRET_KEY {secret_problem} (DJANGO_ENV=production); {SECRET_HINT}")
-        raw_keys = env.get("CREDENTIALS_MASTER_KEY", "")
         if not raw_keys.strip():
             problems.append(
                 f"CREDENTIALS_MASTER_KEY is not set (DJANGO_ENV=production); {KEY_HINT}"
             )
-        else:
-            try:
-                parse_fernet_keys(raw_keys)
-            except ValueError as exc:
-                problems.append(f"CREDENTIALS_MASTER_KEY is malformed: {exc}; {KEY_HINT}")
+        # The embedded defaults (SQLite, a folder as broker) are for one-machine demos only.
+        if not env.get("DATABASE_URL"):
+            problems.append(
+                "DATABASE_URL is not set (DJANGO_ENV=production); "
+                "set it to postgres://USER:PASSWORD@HOST:5432/NAME"
+            )
+        if not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
+            problems.append(
+                "REDIS_URL is not set (DJANGO_ENV=production); set it to redis://HOST:6379/0"
+            )
     return problems
 
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from signals.strategies import StrategyParamsError, UnknownStrategyError, validate_strategy_params
 from trader import crypto
-from trader.models import ApiCredential, Bot, BotStatus, Heartbeat
+from trader.models import ApiCredential, Bot, BotStatus, Environment, Heartbeat
 
 # --- Credentials ---------------------------------------------------------------------------
 
@@ -37,9 +37,9 @@ def credential_create(
     *,
     owner: Any,
     label: str,
-    environment: str,
     api_key: str,
     api_secret: str,
+    environment: str = Environment.TESTNET,
     is_active: bool = True,
 ) -> ApiCredential:
     errors = _key_pair_errors(api_key, api_secret)

@@ -87,6 +87,8 @@ class _OwnCredentialField(serializers.PrimaryKeyRelatedField):
 
 class BotSerializer(StrictSerializer):
     credential = _OwnCredentialField(allow_null=True, required=False)
+    # Declared here so that lower case input is normalised before the format check.
+    symbol = serializers.CharField(max_length=32, help_text="Binance USD-M symbol, e.g. BTCUSDT.")
     strategy = serializers.ChoiceField(choices=strategy_keys(), default="manual")
     strategy_params = serializers.JSONField(
         required=False, help_text="Checked against the strategy's params schema."
