@@ -17,17 +17,19 @@ RUN pip install -r requirements.txt
 
 # The application only, listed by name: the checkout also holds .venv/, .env and var/ (dev keys,
 # SQLite), none of which may end up in an image.
-COPY manage.py pyproject.toml ./
+COPY manage.py pyproject.toml gunicorn.conf.py ./
 COPY config ./config
 COPY trader ./trader
 COPY ingest ./ingest
 COPY signals ./signals
 COPY execution ./execution
 
-# Settings generate throwaway dev keys when loaded with DJANGO_ENV=dev: keep them in a temporary
-# VAR_DIR and delete it in the same layer, so no key is baked into the image.
+# Static files for whitenoise, which serves them from gunicorn when DJANGO_ENV=production.
+# Collected with the production storage (CompressedStaticFilesStorage: gzip copies too). Production
+# settings never generate keys (an unset SECRET_KEY becomes a random key for this one process), and
+# the filesystem-broker folder they create goes in a temporary VAR_DIR, deleted in the same layer.
 # /app/var is where the compose stack mounts its shared volume; it must belong to the app user.
-RUN VAR_DIR=/tmp/build-var DJANGO_ENV=dev python manage.py collectstatic --noinput \
+RUN VAR_DIR=/tmp/build-var DJANGO_ENV=production python manage.py collectstatic --noinput \
     && rm -rf /tmp/build-var \
     && mkdir -p /app/var \
     && chown app:app /app/var
@@ -36,6 +38,8 @@ USER app
 
 EXPOSE 8000
 
-# --preload loads the app in gunicorn's master: on a production misconfiguration
-# (config.startup) the master itself exits with status 2 instead of respawning workers forever.
-CMD ["gunicorn", "--preload", "config.wsgi:application", "-b", "0.0.0.0:8000"]
+# Run from WORKDIR /app, so gunicorn loads ./gunicorn.conf.py: bind GUNICORN_BIND (default
+# 0.0.0.0:8000), WEB_CONCURRENCY workers (default 2), timeout 30 s, access log on stdout. Its
+# on_starting hook runs the start-up check (config.startup) in the master, so a misconfigured
+# production web exits once with status 2 instead of respawning failing workers forever.
+CMD ["gunicorn", "config.wsgi:application"]

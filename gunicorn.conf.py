@@ -16,3 +16,8 @@ accesslog = "-"
 
 def on_starting(server: object) -> None:
     enforce_startup_config("web")
+
+
+# gunicorn 27's control socket would live under $HOME, which the image's app user cannot write;
+# nothing here uses it.
+control_socket_disable = True

@@ -20,13 +20,11 @@ from pathlib import Path
 import environ
 from cryptography.fernet import Fernet
 
-from config.startup import TRADING_MODES, parse_fernet_keys
+from config.startup import TRADING_MODES, load_dotenv, parse_fernet_keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
-# A .env file beside manage.py, if any, fills in what the real environment does not set.
-if (BASE_DIR / ".env").is_file() and os.environ.get("DJANGO_ENV") != "test":
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+load_dotenv()  # a .env beside manage.py fills in what the real environment does not set
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="dev")
 IS_PRODUCTION = DJANGO_ENV == "production"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
@@ -85,8 +86,27 @@ def startup_problems(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def load_dotenv() -> None:
+    """Fill unset variables from ``.env`` beside manage.py (real environment variables win).
+
+    ``DJANGO_DOTENV_FILE`` names another file; set it empty to read none (the test suite does,
+    so a developer's ``.env`` never leaks into tests). Skipped when ``DJANGO_ENV=test``.
+    """
+    raw = os.environ.get("DJANGO_DOTENV_FILE")
+    path = Path(raw) if raw else Path(__file__).resolve().parent.parent / ".env"
+    if raw == "" or os.environ.get("DJANGO_ENV") == "test" or not path.is_file():
+        return
+    import environ
+
+    environ.Env.read_env(path, overwrite=False)
+
+
 def enforce_startup_config(process: str) -> None:
-    """Exit with status 2 and one line per problem if this process must not start."""
+    """Exit with status 2 and one line per problem if this process must not start.
+
+    Reads ``.env`` first, exactly as the settings do, so every process judges the same config.
+    """
+    load_dotenv()
     problems = startup_problems(os.environ)
     if problems:
         for problem in problems:

@@ -45,7 +45,10 @@ def clean_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
             "LIVE_TRADING_CONFIRM",
         }
     }
-    env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
+    # DJANGO_DOTENV_FILE="": a developer's .env must not change what these processes see.
+    env.update(
+        {"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1", "DJANGO_DOTENV_FILE": ""}
+    )
     env.update(overrides)
     return env
 
