@@ -232,6 +232,25 @@ CELERY_BEAT_SCHEDULE = {
     for queue in CELERY_QUEUES_BY_KIND
 }
 
+# --- Exchange (execution.services builds venues from these) ----------------------------------
+# Empty: Binance's testnet (demo) or live URL by the credential's environment. Set it to the
+# emulator's root (http://127.0.0.1:9010/fapi) to trade offline against it.
+BINANCE_BASE_URL = env.str("BINANCE_BASE_URL", default="")
+BINANCE_TIMEOUT_MS = env.int("BINANCE_TIMEOUT_MS", default=5000)
+RECV_WINDOW_MS = env.int("RECV_WINDOW_MS", default=5000)
+CLOCK_SKEW_MAX_MS = env.int("CLOCK_SKEW_MAX_MS", default=1000)
+CLOCK_RESYNC_S = env.float("CLOCK_RESYNC_S", default=60.0)
+EXCHANGE_INFO_REFRESH_S = env.float("EXCHANGE_INFO_REFRESH_S", default=600.0)
+# The rate-limit governor shares Binance's budgets between processes through Redis; without
+# Redis (the embedded dev defaults) each process paces alone.
+RATE_GOVERNOR_REDIS_URL = env.str("RATE_GOVERNOR_REDIS_URL", default="") or REDIS_URL
+if EXCHANGE_INFO_REFRESH_S > 0:
+    CELERY_BEAT_SCHEDULE["refresh-exchange-info"] = {
+        "task": "execution.tasks.refresh_exchange_info",
+        "schedule": timedelta(seconds=EXCHANGE_INFO_REFRESH_S),
+        "options": {"expires": EXCHANGE_INFO_REFRESH_S},
+    }
+
 # --- Auth, API -----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

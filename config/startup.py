@@ -59,6 +59,10 @@ def startup_problems(env: Mapping[str, str]) -> list[str]:
             "TRADING_MODE=LIVE requires LIVE_TRADING_CONFIRM=yes "
             "(the safety ladder is DRY_RUN -> TESTNET -> LIVE)"
         )
+    for name, low, high in (("RECV_WINDOW_MS", 1, 60000), ("BINANCE_TIMEOUT_MS", 1, 600000)):
+        raw = env.get(name)
+        if raw is not None and not (raw.isdigit() and low <= int(raw) <= high):
+            problems.append(f"{name}={raw!r} must be a whole number of milliseconds, {low}..{high}")
     raw_keys = env.get("CREDENTIALS_MASTER_KEY", "")
     if raw_keys.strip():
         try:

@@ -378,14 +378,18 @@ class MatchingEngine:
                 if activate is not None and algo.trail_extreme is None and price < activate:
                     continue
                 algo.trail_extreme = max(algo.trail_extreme or price, price)
-                if price <= algo.trail_extreme * (ONE - rate):
-                    return price
+                stop = algo.trail_extreme * (ONE - rate)
+                if price <= stop:
+                    # The path is continuous: it crossed the callback level on its way down to
+                    # ``price`` (the segment's end), so that level is where the order triggers.
+                    return max(stop, price)
             else:
                 if activate is not None and algo.trail_extreme is None and price > activate:
                     continue
                 algo.trail_extreme = min(algo.trail_extreme or price, price)
-                if price >= algo.trail_extreme * (ONE + rate):
-                    return price
+                stop = algo.trail_extreme * (ONE + rate)
+                if price >= stop:
+                    return min(stop, price)
         return None
 
     def _match_segment(self, symbol: str, start: Decimal, end: Decimal) -> None:
@@ -460,6 +464,9 @@ class MatchingEngine:
             leftover_expires = request.type == "MARKET" or request.time_in_force in ("IOC", "FOK")
             if order.is_open and leftover_expires:
                 self._close_order(account, order, "EXPIRED")
+        elif request.time_in_force == "IOC":
+            # An IOC that cannot take anything now must not rest on the book: Binance expires it.
+            self._close_order(account, order, "EXPIRED")
         return self._snapshot(order)
 
     def fill_partially(self, account_id: str, order_id: int, qty: Decimal) -> Order:
@@ -658,7 +665,9 @@ class MatchingEngine:
         algo.update_time_ms = now
         self._emit(AlgoEvent(account.account_id, self._snapshot_algo(algo), now))
         self._emit(OrderEvent(account.account_id, self._snapshot(order), "NEW", now))
-        current = self.prices[algo.symbol]
+        # The price when the trigger fires is the trigger level, not the end of the segment
+        # being walked (``self.prices`` already holds that end).
+        current = level
         if is_market:
             self._fill(
                 account, order, qty, self._slipped(algo.symbol, algo.side, level), maker=False

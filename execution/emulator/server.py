@@ -75,6 +75,7 @@ CONDITIONAL_TYPES = frozenset(
 )
 ALL_TYPES = REGULAR_TYPES | CONDITIONAL_TYPES
 LISTEN_KEY_TTL_MS = 60 * 60 * 1000
+TICKER = web.AppKey("ticker", asyncio.Task[None])
 
 
 def _missing(name: str) -> ApiError:
@@ -177,7 +178,7 @@ class Emulator:
             series,
             interval_ms=intervals,
             start_wall_ms=self.wall_ms(),
-            speed=config.speed,
+            speed=config.speed or Decimal(1),  # 0 = frozen: see market_ms
             history=config.history,
             price_scale=scales,
         )
@@ -220,7 +221,9 @@ class Emulator:
     # --- market --------------------------------------------------------------------------------
 
     def market_ms(self) -> int:
-        return self.replay.market_ms(self.wall_ms()) + self.clock_offset_ms
+        # speed 0 freezes market time at the start; only advance() moves it.
+        wall = self.wall_ms() if self.config.speed else self.replay.start_wall_ms
+        return self.replay.market_ms(wall) + self.clock_offset_ms
 
     def sync_market(self) -> None:
         """Walk every symbol's price path up to the current market time, matching on the way."""
@@ -228,9 +231,14 @@ class Emulator:
         for symbol in self.replay.symbols():
             since = self.synced_to.get(symbol)
             if since is None:
-                self.engine.advance(symbol, [(now, self.replay.price(symbol, now))])
+                points = [(now, self.replay.price(symbol, now))]
             elif now > since:
-                self.engine.advance(symbol, self.replay.path_between(symbol, since, now))
+                points = self.replay.path_between(symbol, since, now)
+            else:
+                continue
+            # Trades print on the tick: a scaled series (ETHUSDT from ETH/BTC) would not.
+            tick = self.engine.tick_sizes[symbol]
+            self.engine.advance(symbol, [(t, p.quantize(tick)) for t, p in points])
             self.synced_to[symbol] = now
 
     def advance(self, seconds: Decimal) -> None:
@@ -679,6 +687,7 @@ class Emulator:
             ("GET", "/fapi/v1/klines"): r(self.h_klines, weight=klines_weight),
             ("GET", "/fapi/v1/premiumIndex"): r(self.h_premium_index),
             ("GET", "/fapi/v1/ticker/price"): r(self.h_ticker_price),
+            ("GET", "/fapi/v2/ticker/price"): r(self.h_ticker_price),  # python-binance's
             ("POST", "/fapi/v1/order"): r(self.h_new_order, 0, "SIGNED", orders=1, places=True),
             ("POST", "/fapi/v1/order/test"): r(self.h_test_order, 0, "SIGNED"),
             ("POST", "/fapi/v1/batchOrders"): r(
@@ -992,7 +1001,9 @@ class Emulator:
         if price is not None:
             self._check_percent_price(symbol, side, price)
         if quantity is not None and not reduce_only and not close_position:
-            reference = price if price is not None else trigger or self.engine.price(symbol)
+            # The price the order would trade at: its limit, else its trigger, else (trailing)
+            # its activation price, else the market.
+            reference = price or trigger or activate or self.engine.price(symbol)
             self._check_notional(symbol, reference or Decimal(0), quantity)
         tif = params.get("timeInForce", "GTC").upper() or "GTC"
         if tif not in ("GTC", "IOC", "FOK", "GTX"):
@@ -1570,10 +1581,10 @@ class Emulator:
                 except Exception:  # keep the market moving whatever one tick did
                     log.exception("emulator tick failed")
 
-        app["ticker"] = asyncio.create_task(tick())
+        app[TICKER] = asyncio.create_task(tick())
 
     async def _stop_ticker(self, app: web.Application) -> None:
-        app["ticker"].cancel()
+        app[TICKER].cancel()
         for queues in self.streams.values():
             for queue in list(queues):
                 queue.put_nowait(None)

@@ -85,6 +85,9 @@ _NOT_FOUND_CODES = frozenset({-2011, -2013})
 _AUTH_CODES = frozenset({-1002, -1022, -2014, -2015})
 _TIMESTAMP_CODES = frozenset({-1021, -5028})
 _SECRET_PARAMS = frozenset({"signature", "apikey", "api_key", "x-mbx-apikey"})
+# Binance allows these in client ids, but python-binance signs the raw value while the form body
+# of a POST/DELETE carries it percent-encoded: the venue would answer -1022 (bad signature).
+_UNSIGNABLE_IN_BODY = re.compile(r"[:/]")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class VenueSettings:
     clock_resync_s: float = 60.0
     max_clock_skew_ms: int = 1000
     rules_ttl_s: float = 600.0
+    mark_price_ttl_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.recv_window_ms <= 60000:
@@ -168,6 +172,7 @@ class BinanceFuturesVenue:
         self._rules: dict[str, SymbolRules] = {}
         self._rules_at = 0.0
         self._dual: bool | None = None
+        self._marks: dict[str, tuple[float, Decimal]] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -178,6 +183,9 @@ class BinanceFuturesVenue:
         weight, orders = WEIGHTS.get((method, base_path), (1, 0))
         if base_path in ("openOrders", "openAlgoOrders") and not data.get("symbol"):
             weight = 40
+        elif base_path == "klines":  # by limit: [1,100) 1, [100,500) 2, [500,1000] 5, more 10
+            limit = int(data.get("limit") or 500)
+            weight = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
         if signed and base_path != "time":
             self._ensure_clock()
         if self.governor is not None:
@@ -220,7 +228,9 @@ class BinanceFuturesVenue:
         translated: errors.VenueError
         if status in (418, 429) or code in (-1003, -1015):
             banned = _BANNED_UNTIL.search(message)
-            retry_after = exc.response.headers.get("Retry-After") if exc.response else None
+            retry_after = (
+                exc.response.headers.get("Retry-After") if exc.response is not None else None
+            )  # a requests.Response is falsy for 4xx/5xx
             translated = errors.RateLimited(
                 message,
                 code=code,
@@ -274,7 +284,9 @@ class BinanceFuturesVenue:
             if abs(skew) > self.settings.max_clock_skew_ms:
                 self._synced_at = None
                 raise errors.ClockSkewError(skew, self.settings.max_clock_skew_ms)
-        self.client.timestamp_offset = skew
+        # python-binance stamps signed requests with time.time() + timestamp_offset, not with
+        # our wall clock: express the offset against its clock.
+        self.client.timestamp_offset = skew + self._wall_ms() - int(time.time() * 1000)
         self._synced_at = self._monotonic()
         return skew
 
@@ -321,7 +333,9 @@ class BinanceFuturesVenue:
             type=OrderType(raw["orderType"]),
             quantity=Decimal(raw.get("quantity") or 0),
             price=Decimal(raw.get("price") or 0),
-            trigger_price=Decimal(raw["triggerPrice"]) if raw.get("triggerPrice") else None,
+            trigger_price=(
+                Decimal(raw["triggerPrice"]) if Decimal(raw.get("triggerPrice") or 0) else None
+            ),  # a trailing stop has no trigger: Binance sends "" or "0.00"
             executed_qty=Decimal(0),
             avg_price=Decimal(raw.get("actualPrice") or 0),
             reduce_only=bool(raw.get("reduceOnly", False)),
@@ -348,6 +362,11 @@ class BinanceFuturesVenue:
             self._rules_at = self._monotonic()
         return self._rules
 
+    def seed_rules(self, payload: Mapping[str, Any]) -> None:
+        """Start from an exchangeInfo payload fetched elsewhere (the shared cache)."""
+        self._rules = parse_exchange_info(payload)
+        self._rules_at = self._monotonic()
+
     def rules_for(self, symbol: str) -> SymbolRules:
         rules = self.symbol_rules()
         if symbol not in rules:
@@ -355,7 +374,15 @@ class BinanceFuturesVenue:
         return rules[symbol]
 
     def mark_price(self, symbol: str) -> Decimal:
-        return Decimal(self.client.futures_mark_price(symbol=symbol)["markPrice"])
+        """The mark price, reused for ``mark_price_ttl_s``: pre-flight's bounds (PERCENT_PRICE
+        +-5%, MIN_NOTIONAL) do not need it fresher, and a placement stays one request."""
+        now = self._monotonic()
+        cached = self._marks.get(symbol)
+        if cached is not None and now - cached[0] <= self.settings.mark_price_ttl_s:
+            return cached[1]
+        mark = Decimal(self.client.futures_mark_price(symbol=symbol)["markPrice"])
+        self._marks[symbol] = (now, mark)
+        return mark
 
     def klines(
         self,
@@ -392,9 +419,17 @@ class BinanceFuturesVenue:
 
     def prepare(self, request: OrderRequest) -> OrderRequest:
         """Pre-flight: the request as it will be sent (rounded), or PreflightError."""
+        if isinstance(request.client_id, str) and _UNSIGNABLE_IN_BODY.search(request.client_id):
+            raise errors.PreflightError(
+                "CLIENT_ID",
+                f"client id {request.client_id!r} contains ':' or '/', which python-binance "
+                "cannot sign in a request body",
+            )
         rules = self.rules_for(request.symbol)
+        # TRAILING_STOP_MARKET: without activatePrice, MIN_NOTIONAL is checked at the mark.
         needs_mark = request.type in (OrderType.MARKET, OrderType.LIMIT, OrderType.STOP,
-                                      OrderType.TAKE_PROFIT)  # fmt: skip
+                                      OrderType.TAKE_PROFIT,
+                                      OrderType.TRAILING_STOP_MARKET)  # fmt: skip
         mark = self.mark_price(request.symbol) if needs_mark else None
         return preflight(request, rules, mark_price=mark, dual_side=self.position_mode_dual())
 

@@ -101,3 +101,19 @@ def test_secret_key_problem_accepts_a_generated_key():
     import secrets
 
     assert secret_key_problem(secrets.token_urlsafe(64)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RECV_WINDOW_MS", "60001"), ("RECV_WINDOW_MS", "0"), ("BINANCE_TIMEOUT_MS", "fast")],
+)
+def test_exchange_timing_settings_out_of_range_are_refused(name, value):
+    problems = startup_problems({name: value})
+    assert problems == [
+        f"{name}={value!r} must be a whole number of milliseconds, "
+        + ("1..60000" if name == "RECV_WINDOW_MS" else "1..600000")
+    ]
+
+
+def test_recv_window_at_binance_maximum_is_accepted():
+    assert startup_problems({"RECV_WINDOW_MS": "60000"}) == []

@@ -59,6 +59,9 @@ class Command(BaseCommand):
         parser.add_argument("--accounts", type=Path, help="JSON list of accounts")
         parser.add_argument("--control", action="store_true", help="serve /_emulator/...")
         parser.add_argument("--seed", type=int, default=0, help="seed of fault injection")
+        parser.add_argument("--weight-per-minute", type=int, default=2400, help="per IP")
+        parser.add_argument("--orders-per-10s", type=int, default=300, help="per account")
+        parser.add_argument("--orders-per-minute", type=int, default=1200, help="per account")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -78,6 +81,9 @@ class Command(BaseCommand):
             history=options["history"],
             control=options["control"],
             seed=options["seed"],
+            weight_per_minute=options["weight_per_minute"],
+            orders_per_10s=options["orders_per_10s"],
+            orders_per_minute=options["orders_per_minute"],
         )
         if not accounts:
             # One demo account; its key pair is shown once so a client can be pointed at it.
