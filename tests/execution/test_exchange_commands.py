@@ -59,9 +59,7 @@ def smoke(*args: str) -> str:
 
 
 def test_smoke_limit_order_is_placed_queried_and_cancelled(emulator_venue_env):
-    out = smoke(
-        *LIMIT_BUY_40000,
-    )
+    out = smoke(*LIMIT_BUY_40000)
     steps = [
         line.split(" orderId")[0]
         for line in out.splitlines()
