@@ -251,6 +251,37 @@ if EXCHANGE_INFO_REFRESH_S > 0:
         "options": {"expires": EXCHANGE_INFO_REFRESH_S},
     }
 
+# --- Execution and risk -----------------------------------------------------------------------
+# Prefix of every client order id we send: two platforms sharing one exchange account must
+# use different prefixes. Letters, digits and '-' only.
+CLIENT_ID_PREFIX = env.str("CLIENT_ID_PREFIX", default="tr-")
+# A file whose existence engages the global kill switch (an operator can `touch` it).
+KILL_SWITCH_FILE = env.str("KILL_SWITCH_FILE", default=str(VAR_DIR / "KILL_SWITCH"))
+KILL_SWITCH = env.bool("KILL_SWITCH", default=False)
+# A signal's candle may be at most this many intervals old when a bot acts on it.
+MAX_SIGNAL_CANDLE_AGE_INTERVALS = env.float("MAX_SIGNAL_CANDLE_AGE_INTERVALS", default=2.0)
+SIGNAL_DEFAULT_TTL_S = env.int("SIGNAL_DEFAULT_TTL_S", default=300)
+COOLDOWN_AFTER_STOP_S = env.int("COOLDOWN_AFTER_STOP_S", default=3600)
+WEEKLY_LOSS_LIMIT_PCT = env.str("WEEKLY_LOSS_LIMIT_PCT", default="")  # empty: no weekly limit
+MAX_SYMBOL_NOTIONAL_USDT = env.str("MAX_SYMBOL_NOTIONAL_USDT", default="")  # per user and symbol
+MAX_USER_NOTIONAL_USDT = env.str("MAX_USER_NOTIONAL_USDT", default="")
+MAX_ACCOUNT_NOTIONAL_USDT = env.str("MAX_ACCOUNT_NOTIONAL_USDT", default="")  # per credential
+MAKER_FEE = env.str("MAKER_FEE", default="0.0002")
+TAKER_FEE = env.str("TAKER_FEE", default="0.0005")
+BALANCE_CACHE_S = env.float("BALANCE_CACHE_S", default=5.0)
+TAKE_PROFIT_RETRIES = env.int("TAKE_PROFIT_RETRIES", default=2)
+# Circuit breaker: this many venue errors for one account within the window opens it for
+# CIRCUIT_OPEN_S (state in the shared cache, so every worker sees it).
+CIRCUIT_ERRORS = env.int("CIRCUIT_ERRORS", default=5)
+CIRCUIT_WINDOW_S = env.int("CIRCUIT_WINDOW_S", default=60)
+CIRCUIT_OPEN_S = env.int("CIRCUIT_OPEN_S", default=120)
+PAPER_BALANCE_USDT = env.str("PAPER_BALANCE_USDT", default="10000")
+PAPER_MAKER_FEE = MAKER_FEE
+PAPER_TAKER_FEE = TAKER_FEE
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_DEDUPE_S = env.int("ALERT_DEDUPE_S", default=300)
+ALERT_ESCALATE_AFTER = env.int("ALERT_ESCALATE_AFTER", default=3)
+
 # --- Auth, API -----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -271,7 +302,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_RATES": {"auth": env.str("AUTH_THROTTLE_RATE", default="10/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env.str("AUTH_THROTTLE_RATE", default="10/minute"),
+        "webhook": env.str("WEBHOOK_THROTTLE_RATE", default="120/minute"),
+    },
     "EXCEPTION_HANDLER": "trader.api.errors.exception_handler",
     # Proxies in front of the web process; 0 means the client address is REMOTE_ADDR, so a
     # client cannot dodge the token-endpoint throttle with a forged X-Forwarded-For.
@@ -293,6 +327,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"OrderStateEnum": "execution.states.ORDER_STATE_CHOICES"},
 }
 
 # --- I18N, static --------------------------------------------------------------------------
@@ -350,5 +385,6 @@ if IS_PRODUCTION:
 if IS_TEST:
     # Throttling is tested explicitly; schemathesis must not trip it.
     REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
-        "auth": env.str("AUTH_THROTTLE_RATE", default="10000/minute")
+        "auth": env.str("AUTH_THROTTLE_RATE", default="10000/minute"),
+        "webhook": env.str("WEBHOOK_THROTTLE_RATE", default="10000/minute"),
     }

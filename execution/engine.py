@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -272,6 +272,82 @@ class MatchingEngine:
         self._algo_ids = itertools.count(5_000_001)
         self._trade_ids = itertools.count(9_000_001)
         self._client_ids = itertools.count(1)
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def dump_state(self) -> dict[str, Any]:
+        """Everything but the clock, listeners and configuration, as plain JSON (Decimals as
+        strings): what a paper account stores between operations."""
+
+        def plain(obj: Any) -> Any:
+            if isinstance(obj, Decimal):
+                return str(obj)
+            if isinstance(obj, dict):
+                return {k: plain(v) for k, v in obj.items()}
+            if isinstance(obj, list | tuple):
+                return [plain(v) for v in obj]
+            return obj
+
+        ids = {}
+        for name in ("_order_ids", "_algo_ids", "_trade_ids", "_client_ids"):
+            counter = getattr(self, name)
+            ids[name] = next(counter)
+            setattr(self, name, itertools.count(ids[name]))  # peeking consumed one: put it back
+        return {
+            "version": 1,
+            "ids": ids,
+            "prices": plain(self.prices),
+            "accounts": [
+                {
+                    "account_id": a.account_id,
+                    "balances": plain(a.balances),
+                    "dual_side": a.dual_side,
+                    "leverage": a.leverage,
+                    "orders": [plain(asdict(o)) for o in a.orders.values()],
+                    "algos": [plain(asdict(x)) for x in a.algos.values()],
+                    "positions": [plain(asdict(p)) for p in a.positions.values()],
+                    "trades": [plain(asdict(t)) for t in a.trades],
+                }
+                for a in self.accounts.values()
+            ],
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``dump_state`` produced (replacing every account and price)."""
+        if state.get("version") != 1:
+            raise ValueError(f"unknown engine state version {state.get('version')!r}")
+
+        def decimals(cls: type, row: Mapping[str, Any]) -> Any:
+            kinds = {f.name: f.type for f in fields(cls)}
+            return cls(
+                **{
+                    k: (Decimal(v) if v is not None and "Decimal" in str(kinds[k]) else v)
+                    for k, v in row.items()
+                }
+            )
+
+        for name, value in state["ids"].items():
+            setattr(self, name, itertools.count(int(value)))
+        self.prices = {s: Decimal(p) for s, p in state["prices"].items()}
+        self.accounts = {}
+        for row in state["accounts"]:
+            account = Account(
+                account_id=row["account_id"],
+                balances={k: Decimal(v) for k, v in row["balances"].items()},
+                dual_side=row["dual_side"],
+                leverage=dict(row["leverage"]),
+            )
+            for o in row["orders"]:
+                order = decimals(Order, o)
+                account.orders[order.order_id] = order
+            for x in row["algos"]:
+                algo = decimals(AlgoOrder, x)
+                account.algos[algo.algo_id] = algo
+            for p in row["positions"]:
+                position = decimals(PositionState, p)
+                account.positions[(position.symbol, position.position_side)] = position
+            account.trades = [decimals(Trade, t) for t in row["trades"]]
+            self.accounts[account.account_id] = account
 
     # --- accounts ------------------------------------------------------------------------------
 

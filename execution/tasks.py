@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 
-from execution.services import exchange_info_refresh
 from execution.venues.errors import VenueError
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,34 @@ def refresh_exchange_info() -> None:
     if settings.TRADING_MODE == "DRY_RUN" and not settings.BINANCE_BASE_URL:
         return
     environment = "LIVE" if settings.TRADING_MODE == "LIVE" else "TESTNET"
+    from execution.services import exchange_info_refresh
+
     try:
         exchange_info_refresh(environment=environment)
     except (VenueError, ValueError) as exc:
         log.warning("exchangeInfo refresh failed, keeping the previous copy: %s", exc)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def execute_delivery(self: Any, delivery_id: int) -> None:
+    """One signal for one bot. Idempotent (orders are unique per delivery and leg, and a rerun
+    settles them by client id), so it is acknowledged only when done: a worker killed midway
+    hands it to another, which finishes the job instead of placing a second trio."""
+    from execution.services import delivery_execute
+
+    delivery_execute(delivery_id=delivery_id)
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=300, time_limit=360)
+def kill_switch_sweep(switch_id: int) -> None:
+    """Cancel what an engaged kill switch covers (and flatten when asked)."""
+    from execution.services import kill_switch_sweep as sweep
+
+    sweep(switch_id=switch_id)

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from trader import services
-from trader.models import ApiCredential, Bot, BotStatus, Heartbeat
+from trader.models import Alert, ApiCredential, Bot, BotStatus, Heartbeat
 
 
 def _secret_input(label: str, *, required: bool) -> forms.CharField:
@@ -166,3 +166,35 @@ class BotAdmin(admin.ModelAdmin):
 class HeartbeatAdmin(admin.ModelAdmin):
     list_display = ["name", "last_seen", "hostname", "pid"]
     readonly_fields = ["name", "last_seen", "hostname", "pid"]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """Alerts are raised by ``trader.alerts.alert`` only: here they are read, filtered, deleted."""
+
+    list_display = ["severity", "key", "owner", "count", "last_at", "escalated", "delivered"]
+    list_filter = ["severity", "escalated"]
+    list_select_related = ["owner"]
+    search_fields = ["key", "owner__username"]
+    date_hierarchy = "last_at"
+    readonly_fields = [
+        "owner",
+        "severity",
+        "key",
+        "message",
+        "context",
+        "count",
+        "first_at",
+        "last_at",
+        "escalated",
+        "delivered",
+        "delivery_error",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
+        qs = super().get_queryset(request)
+        # Platform-wide alerts (no owner) are for superusers only.
+        return qs if request.user.is_superuser else qs.filter(owner=request.user)

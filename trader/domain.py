@@ -15,9 +15,12 @@ SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}(USDT|USDC)(_[0-9]{6})?$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 # Binance kline intervals, in Binance's own spelling ("1M" is a month, "1m" a minute).
-INTERVALS = (
-    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
-)  # fmt: skip
+INTERVAL_SECONDS = {
+    "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200,
+    "1w": 604800, "1M": 2592000,  # a month counted as 30 days
+}  # fmt: skip
+INTERVALS = tuple(INTERVAL_SECONDS)
 
 
 @dataclass(frozen=True)

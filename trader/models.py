@@ -158,3 +158,52 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_seen.isoformat()}"
+
+
+class Severity(models.TextChoices):
+    """How loud an alert is; the order of the members is the order of escalation."""
+
+    INFO = "INFO", "Info"
+    WARNING = "WARNING", "Warning"
+    CRITICAL = "CRITICAL", "Critical"
+
+
+class Alert(models.Model):
+    """One alert, de-duplicated: repeats of a key within the window bump ``count`` and ``last_at``.
+
+    Written only by ``trader.alerts.alert``, which scrubs secrets out of ``message`` and
+    ``context`` before anything is stored. ``owner`` is empty for platform-wide alerts.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="alerts",
+        null=True,
+        blank=True,
+        help_text="Empty: a platform-wide alert.",
+    )
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    # Indexed as the leading column of alert_key_owner_last_at (the de-duplication lookup).
+    key = models.CharField(max_length=128, help_text="What happened, e.g. order_unknown:42.")
+    message = models.TextField()
+    context = models.JSONField(default=dict, blank=True)
+    count = models.PositiveIntegerField(
+        default=1, help_text="Times raised within the de-duplication window."
+    )
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    escalated = models.BooleanField(default=False)
+    delivered = models.BooleanField(
+        default=False, help_text="The last webhook post of this alert succeeded."
+    )
+    delivery_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["key", "owner", "last_at"], name="alert_key_owner_last_at"),
+        ]
+        ordering = ["-last_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.key} x{self.count}"

@@ -1,11 +1,15 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from trader.api import views
+from trader.api import trading, views
 
 router = DefaultRouter()
 router.register("credentials", views.ApiCredentialViewSet, basename="credential")
 router.register("bots", views.BotViewSet, basename="bot")
+router.register("signals", trading.SignalViewSet, basename="signal")
+router.register("deliveries", trading.DeliveryViewSet, basename="delivery")
+router.register("orders", trading.OrderViewSet, basename="order")
+router.register("alerts", trading.AlertViewSet, basename="alert")
 
 urlpatterns = [
     path("auth/token/", views.ThrottledTokenObtainPairView.as_view(), name="token-obtain"),
@@ -13,5 +17,10 @@ urlpatterns = [
     path("bots/<int:pk>/pause/", views.BotPauseApi.as_view(), name="bot-pause"),
     path("bots/<int:pk>/resume/", views.BotResumeApi.as_view(), name="bot-resume"),
     path("bots/<int:pk>/stop/", views.BotStopApi.as_view(), name="bot-stop"),
+    path("kill-switch/", trading.KillSwitchApi.as_view(), name="kill-switch"),
+    path("webhook-token/", trading.WebhookTokenApi.as_view(), name="webhook-token"),
+    path(
+        "webhooks/signals/<str:token>/", trading.WebhookSignalApi.as_view(), name="webhook-signal"
+    ),
     *router.urls,
 ]

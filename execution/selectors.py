@@ -1,0 +1,165 @@
+"""Read-side queries of execution: open trades, exposure, realized PnL, kill switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from execution.models import Cooldown, KillScope, KillSwitch, Order, OrderLeg, SignalDelivery
+from execution.risk import KillState
+from execution.states import OPEN, OrderState
+from trader.models import Bot
+
+ZERO = Decimal(0)
+EXIT_LEGS = (OrderLeg.STOP_LOSS, OrderLeg.TAKE_PROFIT, OrderLeg.CLOSE)
+
+
+@dataclass(frozen=True)
+class OpenTrade:
+    """An entry that is still pending, or filled and not fully exited."""
+
+    entry_id: int
+    bot_id: int
+    owner_id: int
+    credential_id: int | None
+    symbol: str
+    side: str
+    pending_qty: Decimal  # not yet filled (an open entry order)
+    position_qty: Decimal  # filled and not exited
+    price: Decimal  # average fill, else the entry's price or trigger
+
+    @property
+    def notional(self) -> Decimal:
+        return (self.pending_qty + self.position_qty) * self.price
+
+
+def open_trades(
+    *, bots: QuerySet[Bot] | None = None, bot_ids: list[int] | None = None
+) -> list[OpenTrade]:
+    exited = (
+        Order.objects.filter(delivery=OuterRef("delivery"), leg__in=EXIT_LEGS)
+        .values("delivery")
+        .annotate(total=Sum("filled_qty"))
+        .values("total")
+    )
+    entries = Order.objects.filter(leg=OrderLeg.ENTRY).annotate(
+        exited=Coalesce(
+            Subquery(exited),
+            Value(ZERO),
+            output_field=DecimalField(max_digits=28, decimal_places=10),
+        )
+    )
+    if bots is not None:
+        entries = entries.filter(bot__in=bots)
+    if bot_ids is not None:
+        entries = entries.filter(bot_id__in=bot_ids)
+    entries = entries.filter(
+        Q(state__in=OPEN) | Q(filled_qty__gt=Coalesce(Subquery(exited), Value(ZERO)))
+    )
+    result = []
+    for entry in entries.select_related("bot"):
+        open_state = entry.state in OPEN
+        pending = max(ZERO, entry.quantity - entry.filled_qty) if open_state else ZERO
+        position = max(ZERO, entry.filled_qty - entry.exited)
+        price = entry.avg_price or entry.price or entry.trigger_price or ZERO
+        result.append(
+            OpenTrade(
+                entry.pk,
+                entry.bot_id,
+                entry.bot.owner_id,
+                entry.credential_id,
+                entry.symbol,
+                entry.side,
+                pending,
+                position,
+                price,
+            )
+        )
+    return result
+
+
+def realized_pnl_since(*, bot_ids: list[int], since: datetime) -> Decimal:
+    """Gross realized PnL of exits filled since ``since`` (exit vs its entry's average price).
+
+    Fees are not subtracted here: the exact figure (from user trades) arrives with fills
+    tracking; this one errs towards allowing, never towards a false "limit hit".
+    """
+    total = ZERO
+    exits = Order.objects.filter(
+        bot_id__in=bot_ids, leg__in=EXIT_LEGS, filled_qty__gt=0, updated_at__gte=since
+    ).select_related("delivery")
+    entry_prices = dict(
+        Order.objects.filter(
+            leg=OrderLeg.ENTRY, delivery_id__in=[e.delivery_id for e in exits if e.delivery_id]
+        ).values_list("delivery_id", "avg_price")
+    )
+    for exit_order in exits:
+        entry_price = entry_prices.get(exit_order.delivery_id or 0) or ZERO
+        if not entry_price:
+            continue
+        direction = Decimal(1) if exit_order.side == "SELL" else Decimal(-1)  # SELL closes a long
+        total += exit_order.filled_qty * (exit_order.avg_price - entry_price) * direction
+    return total
+
+
+def kill_state(*, bot: Bot) -> KillState:
+    engaged = KillSwitch.objects.filter(released_at__isnull=True).filter(
+        Q(scope=KillScope.GLOBAL)
+        | Q(scope=KillScope.USER, user_id=bot.owner_id)
+        | Q(scope=KillScope.BOT, bot_id=bot.pk)
+    )
+    scopes = set(engaged.values_list("scope", flat=True))
+    return KillState(
+        global_on=KillScope.GLOBAL in scopes,
+        user_on=KillScope.USER in scopes,
+        bot_on=KillScope.BOT in scopes,
+        file_on=file_switch_on(),
+    )
+
+
+def file_switch_on() -> bool:
+    """The operator's switch outside the database: KILL_SWITCH=1 or the KILL_SWITCH_FILE."""
+    return bool(settings.KILL_SWITCH) or Path(settings.KILL_SWITCH_FILE).exists()
+
+
+def cooldown_until(*, bot_id: int, symbol: str, now: datetime) -> datetime | None:
+    until = (
+        Cooldown.objects.filter(bot_id=bot_id, symbol=symbol, until__gt=now)
+        .values_list("until", flat=True)
+        .first()
+    )
+    return until
+
+
+def day_and_week_start(now: datetime) -> tuple[datetime, datetime]:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day - timedelta(days=day.weekday())
+
+
+def orders_for_user(*, user: Any) -> QuerySet[Order]:
+    return Order.objects.filter(bot__owner=user).select_related("bot")
+
+
+def deliveries_for_user(*, user: Any) -> QuerySet[SignalDelivery]:
+    return SignalDelivery.objects.filter(bot__owner=user).select_related("signal", "bot")
+
+
+def unfilled_entries(
+    *, bot_ids: list[int], symbol: str | None = None, strategy: str | None = None
+) -> QuerySet[Order]:
+    """Entries still open at the venue (or possibly: UNKNOWN/PENDING) with nothing filled."""
+    qs = Order.objects.filter(
+        bot_id__in=bot_ids, leg=OrderLeg.ENTRY, state__in=OPEN, filled_qty=0
+    ).exclude(state=OrderState.PARTIALLY_FILLED)
+    if symbol is not None:
+        qs = qs.filter(symbol=symbol)
+    if strategy is not None:
+        qs = qs.filter(delivery__signal__strategy=strategy)
+    return qs.select_related("bot", "delivery")
