@@ -127,6 +127,9 @@ class BotForm(forms.ModelForm):
                 credential=data.get("credential"),
                 strategy=data.get("strategy", ""),
                 strategy_params=data.get("strategy_params", {}),
+                symbol=data.get("symbol", ""),
+                leverage=data.get("leverage") or 1,
+                bot_id=self.instance.pk,
             )
             if errors:
                 raise ValidationError(errors)

@@ -162,6 +162,9 @@ def bot_config_errors(
     credential: ApiCredential | None,
     strategy: str,
     strategy_params: Any,
+    symbol: str = "",
+    leverage: int = 1,
+    bot_id: int | None = None,
 ) -> dict[str, list[str]]:
     """Cross-field rules of a bot, shared by the API and the admin."""
     errors: dict[str, list[str]] = {}
@@ -172,6 +175,20 @@ def bot_config_errors(
         elif credential.environment != environment:
             errors["credential"] = [
                 f"credential is for {credential.environment}, the bot trades on {environment}"
+            ]
+    if credential is not None and not errors and symbol:
+        # On Binance a position (and its leverage) is per account and symbol: bots sharing
+        # both share them, so they must agree on leverage or one would change the other's.
+        clash = (
+            Bot.objects.filter(credential=credential, symbol=symbol)
+            .exclude(pk=bot_id)
+            .exclude(leverage=leverage)
+            .first()
+        )
+        if clash is not None:
+            errors["leverage"] = [
+                f"bot {clash.name!r} trades {symbol} on the same credential at {clash.leverage}x; "
+                "bots sharing an account and symbol share its leverage on Binance"
             ]
     try:
         validate_strategy_params(strategy, strategy_params)
@@ -206,6 +223,9 @@ def bot_save(*, bot: Bot) -> Bot:
         credential=bot.credential,
         strategy=bot.strategy,
         strategy_params=bot.strategy_params,
+        symbol=bot.symbol,
+        leverage=bot.leverage,
+        bot_id=bot.pk,
     )
     if Bot.objects.filter(owner_id=bot.owner_id, name=bot.name).exclude(pk=bot.pk).exists():
         errors["name"] = [f"you already have a bot named {bot.name!r}"]

@@ -583,7 +583,8 @@ class Emulator:
 
     def _next_fault(self) -> str | None:
         if self.faults.next_faults:
-            return self.faults.next_faults.pop(0)
+            queued = self.faults.next_faults.pop(0)
+            return None if queued == "ok" else queued  # "ok": let this placement through
         roll = self.random.random()
         for name, rate in (
             ("5xx", self.faults.rate_5xx),
@@ -1513,7 +1514,7 @@ class Emulator:
                         setattr(self.faults, name, type(getattr(self.faults, name))(body[name]))
                 if "next" in body:
                     self.faults.next_faults = [str(f) for f in body["next"]]
-                    bad = set(self.faults.next_faults) - {"5xx", "timeout", "drop"}
+                    bad = set(self.faults.next_faults) - {"ok", "5xx", "timeout", "drop"}
                     if bad:
                         raise ValueError(f"unknown fault(s): {sorted(bad)}")
             elif action == "fill":

@@ -124,3 +124,18 @@ def test_status_commands_set_status_and_are_idempotent(api, user, action, expect
         assert response.data["status"] == expected
     bot.refresh_from_db()
     assert bot.status == expected
+
+
+def test_second_bot_on_same_account_and_symbol_must_share_leverage(api, user):
+    credential = make_credential(owner=user)
+    BotFactory.create(owner=user, credential=credential, symbol="BTCUSDT", leverage=5, name="a")
+    response = api.post(
+        URL, bot_payload(name="b", credential=credential.pk, leverage=3), format="json"
+    )
+    assert response.status_code == 400
+    assert "share its leverage" in str(response.data["leverage"])
+    assert not Bot.objects.filter(name="b").exists()
+    response = api.post(
+        URL, bot_payload(name="b", credential=credential.pk, leverage=5), format="json"
+    )
+    assert response.status_code == 201
