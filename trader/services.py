@@ -181,7 +181,7 @@ def bot_config_errors(
         # both share them, so they must agree on leverage or one would change the other's.
         clash = (
             Bot.objects.filter(credential=credential, symbol=symbol)
-            .exclude(pk=bot_id)
+            .exclude(pk=bot_id or 0)
             .exclude(leverage=leverage)
             .first()
         )
