@@ -24,6 +24,7 @@ from django.utils import timezone
 from execution.circuit import circuit_state, record_error
 from execution.governor import RateGovernor
 from execution.models import (
+    Cooldown,
     DeliveryStatus,
     KillScope,
     KillSwitch,
@@ -1081,3 +1082,14 @@ def kill_switch_sweep(*, switch_id: int) -> list[dict[str, Any]]:
         {"actions": actions[:50]},
     )
     return actions
+
+
+def cooldown_set(*, bot_id: int, symbol: str, reason: str, now: datetime | None = None) -> Cooldown:
+    """Pause new entries of ``bot_id`` on ``symbol`` for COOLDOWN_AFTER_STOP_S (after a stop-out;
+    the order monitor calls this when it sees a stop-loss fill)."""
+    now = now or timezone.now()
+    until = now + timedelta(seconds=settings.COOLDOWN_AFTER_STOP_S)
+    cooldown, _ = Cooldown.objects.update_or_create(
+        bot_id=bot_id, symbol=symbol, defaults={"until": until, "reason": reason[:200]}
+    )
+    return cooldown
