@@ -64,11 +64,11 @@ def open_trades(
         Q(state__in=OPEN) | Q(filled_qty__gt=Coalesce(Subquery(exited), Value(ZERO)))
     )
     result = []
-    for entry in entries.select_related("bot"):
+    for entry in entries.select_related("bot", "delivery"):
         open_state = entry.state in OPEN
         pending = max(ZERO, entry.quantity - entry.filled_qty) if open_state else ZERO
         position = max(ZERO, entry.filled_qty - entry.exited)
-        price = entry.avg_price or entry.price or entry.trigger_price or ZERO
+        price = entry.avg_price or entry.price or entry.trigger_price or _sized_price(entry)
         result.append(
             OpenTrade(
                 entry.pk,
@@ -83,6 +83,15 @@ def open_trades(
             )
         )
     return result
+
+
+def _sized_price(entry: Order) -> Decimal:
+    """The price an entry was sized at. A MARKET entry has no price of its own until it
+    fills: while it is in flight or UNKNOWN, its notional must not count as zero, or a second
+    signal would pass the exposure caps on the same headroom."""
+    sizing = entry.delivery.decision.get("sizing", {}) if entry.delivery is not None else {}
+    raw = sizing.get("entry_price") if isinstance(sizing, dict) else None
+    return Decimal(str(raw)) if raw else ZERO
 
 
 def realized_pnl_since(*, bot_ids: list[int], since: datetime) -> Decimal:

@@ -291,11 +291,18 @@ class SignalViewSet(
 
     serializer_class = SignalSerializer
 
+    @extend_schema(parameters=FILTER_PARAMS)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet[Signal]:
         if getattr(self, "swagger_fake_view", False):
             return Signal.objects.none()
         user = self.request.user
         qs = Signal.objects.filter(Q(owner=user) | Q(deliveries__bot__owner=user)).distinct()
+        bot = _int_param(self.request, "bot")
+        if bot is not None:  # one join: delivered to this bot, and the bot is the user's
+            qs = qs.filter(deliveries__bot_id=bot, deliveries__bot__owner_id=user.pk)
         symbol = self.request.query_params.get("symbol")
         if symbol:
             qs = qs.filter(symbol=symbol.upper())
@@ -393,6 +400,16 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = AlertSerializer
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("severity", str),
+            OpenApiParameter("since", str, description="ISO 8601, on the last occurrence"),
+            OpenApiParameter("until", str),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet[Alert]:
         if getattr(self, "swagger_fake_view", False):
             return Alert.objects.none()
@@ -402,6 +419,11 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
         severity = self.request.query_params.get("severity")
         if severity:
             qs = qs.filter(severity=severity.upper())
+        since, until = _time_param(self.request, "since"), _time_param(self.request, "until")
+        if since:
+            qs = qs.filter(last_at__gte=since)
+        if until:
+            qs = qs.filter(last_at__lte=until)
         return qs
 
 
