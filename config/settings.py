@@ -284,6 +284,27 @@ ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
 ALERT_DEDUPE_S = env.int("ALERT_DEDUPE_S", default=300)
 ALERT_ESCALATE_AFTER = env.int("ALERT_ESCALATE_AFTER", default=3)
 
+# --- Order monitor and reconciliation ---------------------------------------------------------
+MONITOR_INTERVAL_S = env.float("MONITOR_INTERVAL_S", default=15.0)
+MONITOR_FULL_EVERY_S = env.float("MONITOR_FULL_EVERY_S", default=300.0)
+MONITOR_POLL_AFTER_S = env.int("MONITOR_POLL_AFTER_S", default=120)  # open orders this quiet
+MONITOR_GRACE_S = env.int("MONITOR_GRACE_S", default=10)  # leave just-touched orders to their task
+MONITOR_STALE_ENTRY_S = env.int("MONITOR_STALE_ENTRY_S", default=86400)
+MONITOR_LOCK_S = env.int("MONITOR_LOCK_S", default=120)
+MONITOR_JITTER_S = env.float("MONITOR_JITTER_S", default=2.0)
+RECONCILE_CANCEL_FOREIGN = env.bool("RECONCILE_CANCEL_FOREIGN", default=False)
+if MONITOR_INTERVAL_S > 0:
+    CELERY_BEAT_SCHEDULE["monitor-orders"] = {
+        "task": "execution.tasks.monitor_orders",
+        "schedule": timedelta(seconds=MONITOR_INTERVAL_S),
+        "options": {"expires": MONITOR_INTERVAL_S},
+    }
+    CELERY_BEAT_SCHEDULE["monitor-reconcile"] = {
+        "task": "execution.tasks.monitor_reconcile",
+        "schedule": timedelta(seconds=MONITOR_FULL_EVERY_S),
+        "options": {"expires": MONITOR_FULL_EVERY_S},
+    }
+
 # --- Auth, API -----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -9,7 +9,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from execution.models import Cooldown, KillSwitch, Order, OrderEvent, SignalDelivery
+from execution.models import (
+    Cooldown,
+    Fill,
+    KillSwitch,
+    Order,
+    OrderEvent,
+    Position,
+    SignalDelivery,
+)
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -80,3 +88,87 @@ class KillSwitchAdmin(_ReadOnly):
 @admin.register(Cooldown)
 class CooldownAdmin(admin.ModelAdmin):
     list_display = ["bot", "symbol", "until", "reason"]
+
+
+class PositionOrderInline(admin.TabularInline):
+    """The trade's orders, with their state; each links to its full event history."""
+
+    model = Order
+    fk_name = "delivery"
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "client_order_id",
+        "leg",
+        "generation",
+        "side",
+        "type",
+        "quantity",
+        "state",
+        "filled_qty",
+        "avg_price",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Position)
+class PositionAdmin(_ReadOnly):
+    list_display = [
+        "id",
+        "bot",
+        "symbol",
+        "side",
+        "status",
+        "quantity",
+        "entry_price",
+        "realized_pnl",
+        "fees",
+        "opened_at",
+        "closed_at",
+    ]
+    list_filter = ["status", "side", "symbol"]
+    readonly_fields = ["orders"]
+
+    @admin.display(description="Orders and their events")
+    def orders(self, obj: Position) -> str:
+        rows = []
+        for order in Order.objects.filter(delivery_id=obj.delivery_id).prefetch_related("events"):
+            events = "; ".join(
+                f"{e.from_state}->{e.to_state} ({e.cause})" for e in order.events.all()
+            )
+            rows.append(
+                format_html(
+                    "<li><b>{}</b> {} {} {}: {}</li>",
+                    order.client_order_id,
+                    order.leg,
+                    order.state,
+                    order.filled_qty,
+                    events,
+                )
+            )
+        return format_html("<ul>{}</ul>", format_html("".join(str(r) for r in rows)))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Position]:
+        qs = super().get_queryset(request).select_related("bot")
+        return qs if request.user.is_superuser else qs.filter(bot__owner=request.user)
+
+
+@admin.register(Fill)
+class FillAdmin(_ReadOnly):
+    list_display = [
+        "venue_trade_id",
+        "bot",
+        "symbol",
+        "side",
+        "qty",
+        "price",
+        "commission",
+        "realized_pnl",
+        "time",
+    ]
+    list_filter = ["symbol", "side"]

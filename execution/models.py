@@ -89,6 +89,11 @@ class Order(models.Model):
     #: Set (in its own transaction) just before the venue is called: a PENDING order with it is
     #: looked up by client id before any resend, one without it was never sent.
     sent_at = models.DateTimeField(null=True, blank=True)
+    #: The venue's update time of the state recorded here: an older report never overwrites it.
+    venue_update_ms = models.BigIntegerField(default=0)
+    #: A protective order resized to a partial fill is replaced by the next generation (its
+    #: own row and client id, e.g. tr-12-SL2); the latest generation is the live one.
+    generation = models.PositiveSmallIntegerField(default=1)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,7 +102,7 @@ class Order(models.Model):
         constraints = [
             # A redelivered task finds its earlier work instead of placing a second trio.
             models.UniqueConstraint(
-                fields=["delivery", "leg"],
+                fields=["delivery", "leg", "generation"],
                 condition=models.Q(delivery__isnull=False) & ~models.Q(leg="CLOSE"),
                 name="order_leg_once_per_delivery",
             ),
@@ -215,3 +220,78 @@ class PaperAccount(models.Model):
 
     def __str__(self) -> str:
         return f"paper account of bot {self.bot_id}"
+
+
+class PositionStatus(models.TextChoices):
+    OPEN = "OPEN", "Open"
+    CLOSED = "CLOSED", "Closed"
+
+
+class Position(models.Model):
+    """One trade's position: opened by an entry's fills, closed by its exits' fills. Realized
+    PnL and fees come from the venue's user trades (``Fill``)."""
+
+    bot = models.ForeignKey("trader.Bot", on_delete=models.PROTECT, related_name="positions")
+    delivery = models.OneToOneField(
+        SignalDelivery, on_delete=models.PROTECT, null=True, blank=True, related_name="position"
+    )
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=5, choices=[("LONG", "Long"), ("SHORT", "Short")])
+    status = models.CharField(
+        max_length=6, choices=PositionStatus.choices, default=PositionStatus.OPEN
+    )
+    quantity = models.DecimalField(
+        max_digits=28, decimal_places=10, default=0, help_text="Open now."
+    )
+    entry_qty = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    entry_price = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    exit_qty = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    exit_price = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    realized_pnl = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    fees = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    opened_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["bot", "status"]), models.Index(fields=["closed_at"])]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.quantity} {self.symbol} ({self.status}) bot {self.bot_id}"
+
+
+class Fill(models.Model):
+    """A user trade reported by the venue. Unique per account, symbol and venue trade id (Binance
+    numbers trades per symbol), so the same trade seen twice (stream and polling) is one row."""
+
+    account = models.CharField(max_length=64, help_text="credential-<id> or paper-bot-<id>")
+    order = models.ForeignKey(
+        Order, on_delete=models.SET_NULL, null=True, blank=True, related_name="fills"
+    )
+    bot = models.ForeignKey(
+        "trader.Bot", on_delete=models.SET_NULL, null=True, blank=True, related_name="fills"
+    )
+    symbol = models.CharField(max_length=32)
+    venue_trade_id = models.BigIntegerField()
+    venue_order_id = models.BigIntegerField()
+    side = models.CharField(max_length=4)
+    price = models.DecimalField(max_digits=28, decimal_places=10)
+    qty = models.DecimalField(max_digits=28, decimal_places=10)
+    quote_qty = models.DecimalField(max_digits=28, decimal_places=10)
+    commission = models.DecimalField(max_digits=28, decimal_places=10)
+    commission_asset = models.CharField(max_length=10)
+    realized_pnl = models.DecimalField(max_digits=28, decimal_places=10)
+    maker = models.BooleanField()
+    time = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "symbol", "venue_trade_id"], name="fill_once_per_venue_trade"
+            )
+        ]
+        indexes = [models.Index(fields=["bot", "time"])]
+        ordering = ["-time"]
+
+    def __str__(self) -> str:
+        return f"fill {self.venue_trade_id} {self.side} {self.qty} {self.symbol} @ {self.price}"

@@ -172,3 +172,34 @@ def unfilled_entries(
     if strategy is not None:
         qs = qs.filter(delivery__signal__strategy=strategy)
     return qs.select_related("bot", "delivery")
+
+
+def bot_performance(*, bot_id: int) -> dict[str, Any]:
+    """Realized PnL (net of fees), fees, win rate, open exposure, and the same by day."""
+    from execution.models import Position, PositionStatus
+
+    closed = list(Position.objects.filter(bot_id=bot_id, status=PositionStatus.CLOSED))
+    wins = [p for p in closed if p.realized_pnl - p.fees > 0]
+    by_day: dict[str, dict[str, Any]] = {}
+    for position in closed:
+        day = (position.closed_at or position.opened_at).date().isoformat()
+        row = by_day.setdefault(day, {"day": day, "trades": 0, "realized_pnl": ZERO, "fees": ZERO})
+        row["trades"] += 1
+        row["realized_pnl"] += position.realized_pnl
+        row["fees"] += position.fees
+    trades = open_trades(bot_ids=[bot_id])
+    return {
+        "bot": bot_id,
+        "trades": len(closed),
+        "realized_pnl": sum((p.realized_pnl for p in closed), ZERO),
+        "fees": sum((p.fees for p in closed), ZERO),
+        "net_pnl": sum((p.realized_pnl - p.fees for p in closed), ZERO),
+        "win_rate": (Decimal(len(wins)) / len(closed)).quantize(Decimal("0.0001"))
+        if closed
+        else None,
+        "open_positions": Position.objects.filter(
+            bot_id=bot_id, status=PositionStatus.OPEN
+        ).count(),
+        "open_exposure": sum((t.notional for t in trades), ZERO),
+        "by_day": sorted(by_day.values(), key=lambda r: r["day"]),
+    }

@@ -57,3 +57,22 @@ def kill_switch_sweep(switch_id: int) -> None:
     from execution.services import kill_switch_sweep as sweep
 
     sweep(switch_id=switch_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=110, time_limit=120)
+def monitor_orders() -> None:
+    """The order monitor's frequent pass (singleton by a cache lock, jittered)."""
+    import time
+
+    from execution.monitor import jitter_s, monitor_run
+
+    time.sleep(jitter_s())
+    monitor_run(full=False)
+
+
+@shared_task(ignore_result=True, soft_time_limit=280, time_limit=300)
+def monitor_reconcile() -> None:
+    """The periodic full comparison of every account with the database."""
+    from execution.monitor import monitor_run
+
+    monitor_run(full=True)

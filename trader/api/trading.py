@@ -22,8 +22,17 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from execution import selectors as execution_selectors
-from execution.models import KillScope, KillSwitch, Order, OrderEvent, SignalDelivery
-from execution.services import kill_switch_engage, kill_switch_release
+from execution.models import (
+    Fill,
+    KillScope,
+    KillSwitch,
+    Order,
+    OrderEvent,
+    Position,
+    SignalDelivery,
+)
+from execution.selectors import bot_performance
+from execution.services import _jsonable, kill_switch_engage, kill_switch_release
 from signals.models import EntryType, Signal, SignalKind, SignalSource
 from signals.services import (
     signal_create,
@@ -490,3 +499,120 @@ class KillSwitchApi(APIView):
             by=request.user,
         )
         return Response(KillSwitchSerializer(switch).data)
+
+
+# --- positions, fills, performance ------------------------------------------------------------
+
+
+class PositionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Position
+        fields = [
+            "id",
+            "bot",
+            "delivery",
+            "symbol",
+            "side",
+            "status",
+            "quantity",
+            "entry_qty",
+            "entry_price",
+            "exit_qty",
+            "exit_price",
+            "realized_pnl",
+            "fees",
+            "opened_at",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class FillSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Fill
+        fields = [
+            "id",
+            "bot",
+            "order",
+            "symbol",
+            "venue_trade_id",
+            "venue_order_id",
+            "side",
+            "price",
+            "qty",
+            "quote_qty",
+            "commission",
+            "commission_asset",
+            "realized_pnl",
+            "maker",
+            "time",
+        ]
+        read_only_fields = fields
+
+
+class PositionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Your bots' positions (one per trade), open and closed."""
+
+    serializer_class = PositionSerializer
+
+    @extend_schema(parameters=[*FILTER_PARAMS, OpenApiParameter("status", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Position]:
+        if getattr(self, "swagger_fake_view", False):
+            return Position.objects.none()
+        qs = Position.objects.filter(bot__owner_id=self.request.user.pk)
+        bot = _int_param(self.request, "bot")
+        if bot is not None:
+            qs = qs.filter(bot_id=bot)
+        symbol = self.request.query_params.get("symbol")
+        if symbol:
+            qs = qs.filter(symbol=symbol.upper())
+        status_param = self.request.query_params.get("status")
+        if status_param:
+            qs = qs.filter(status=status_param.upper())
+        since, until = _time_param(self.request, "since"), _time_param(self.request, "until")
+        if since:
+            qs = qs.filter(opened_at__gte=since)
+        if until:
+            qs = qs.filter(opened_at__lte=until)
+        return qs
+
+
+class FillViewSet(viewsets.ReadOnlyModelViewSet):
+    """Your bots' fills (the venue's user trades), unique per venue trade."""
+
+    serializer_class = FillSerializer
+
+    @extend_schema(parameters=FILTER_PARAMS)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Fill]:
+        if getattr(self, "swagger_fake_view", False):
+            return Fill.objects.none()
+        qs = Fill.objects.filter(bot__owner_id=self.request.user.pk)
+        bot = _int_param(self.request, "bot")
+        if bot is not None:
+            qs = qs.filter(bot_id=bot)
+        symbol = self.request.query_params.get("symbol")
+        if symbol:
+            qs = qs.filter(symbol=symbol.upper())
+        since, until = _time_param(self.request, "since"), _time_param(self.request, "until")
+        if since:
+            qs = qs.filter(time__gte=since)
+        if until:
+            qs = qs.filter(time__lte=until)
+        return qs
+
+
+class BotPerformanceApi(APIView):
+    """A bot's results: realized PnL, fees, win rate, open exposure, and the same by day."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, pk: int) -> Response:
+        bot = Bot.objects.filter(owner_id=request.user.pk, pk=pk).first()
+        if bot is None:
+            raise NotFound("No such bot.")
+        return Response(_jsonable(bot_performance(bot_id=bot.pk)))

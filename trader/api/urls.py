@@ -10,6 +10,8 @@ router.register("signals", trading.SignalViewSet, basename="signal")
 router.register("deliveries", trading.DeliveryViewSet, basename="delivery")
 router.register("orders", trading.OrderViewSet, basename="order")
 router.register("alerts", trading.AlertViewSet, basename="alert")
+router.register("positions", trading.PositionViewSet, basename="position")
+router.register("fills", trading.FillViewSet, basename="fill")
 
 urlpatterns = [
     path("auth/token/", views.ThrottledTokenObtainPairView.as_view(), name="token-obtain"),
@@ -17,6 +19,7 @@ urlpatterns = [
     path("bots/<int:pk>/pause/", views.BotPauseApi.as_view(), name="bot-pause"),
     path("bots/<int:pk>/resume/", views.BotResumeApi.as_view(), name="bot-resume"),
     path("bots/<int:pk>/stop/", views.BotStopApi.as_view(), name="bot-stop"),
+    path("bots/<int:pk>/performance/", trading.BotPerformanceApi.as_view(), name="bot-performance"),
     path("kill-switch/", trading.KillSwitchApi.as_view(), name="kill-switch"),
     path("webhook-token/", trading.WebhookTokenApi.as_view(), name="webhook-token"),
     path(
