@@ -271,6 +271,7 @@ MAX_ACCOUNT_NOTIONAL_USDT = env.str("MAX_ACCOUNT_NOTIONAL_USDT", default="")  # 
 MAKER_FEE = env.str("MAKER_FEE", default="0.0002")
 TAKER_FEE = env.str("TAKER_FEE", default="0.0005")
 BALANCE_CACHE_S = env.float("BALANCE_CACHE_S", default=5.0)
+POSITION_MODE_CACHE_S = env.int("POSITION_MODE_CACHE_S", default=3600)
 TAKE_PROFIT_RETRIES = env.int("TAKE_PROFIT_RETRIES", default=2)
 # Circuit breaker: this many venue errors for one account within the window opens it for
 # CIRCUIT_OPEN_S (state in the shared cache, so every worker sees it).

@@ -128,6 +128,16 @@ def venue_for_keys(
     cached = cache.get(EXCHANGE_INFO_CACHE_KEY.format(base_url=venue.settings.base_url))
     if cached:
         venue.seed_rules(cached)
+    # The position mode is per account and changes only by hand: asking for it costs weight 30,
+    # so one answer serves every venue of the account for POSITION_MODE_CACHE_S.
+    dual_key = f"execution:dual:{venue.settings.base_url}:{account_key}"
+    dual = cache.get(dual_key)
+    if dual is not None:
+        venue.seed_position_mode(bool(dual))
+    else:
+        venue.on_position_mode = lambda value: cache.set(
+            dual_key, value, settings.POSITION_MODE_CACHE_S
+        )
     return venue
 
 

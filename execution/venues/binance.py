@@ -172,6 +172,8 @@ class BinanceFuturesVenue:
         self._rules: dict[str, SymbolRules] = {}
         self._rules_at = 0.0
         self._dual: bool | None = None
+        #: Told the position mode when it is fetched (the factory shares it between venues).
+        self.on_position_mode: Callable[[bool], None] | None = None
         self._marks: dict[str, tuple[float, Decimal]] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -573,7 +575,13 @@ class BinanceFuturesVenue:
     def position_mode_dual(self) -> bool:
         if self._dual is None:
             self._dual = bool(self.client.futures_get_position_mode()["dualSidePosition"])
+            if self.on_position_mode is not None:
+                self.on_position_mode(self._dual)
         return self._dual
+
+    def seed_position_mode(self, dual: bool) -> None:
+        """Start from a position mode known elsewhere (GET positionSide/dual weighs 30)."""
+        self._dual = dual
 
     def set_position_mode(self, *, dual: bool) -> None:
         self._dual = None
@@ -582,6 +590,9 @@ class BinanceFuturesVenue:
         except errors.OrderRejected as exc:
             if exc.code != -4059:  # "No need to change position side." is success for us
                 raise
+        self._dual = dual
+        if self.on_position_mode is not None:
+            self.on_position_mode(dual)
 
     def create_listen_key(self) -> str:
         return str(self.client.futures_stream_get_listen_key())
