@@ -273,6 +273,8 @@ TAKER_FEE = env.str("TAKER_FEE", default="0.0005")
 BALANCE_CACHE_S = env.float("BALANCE_CACHE_S", default=5.0)
 POSITION_MODE_CACHE_S = env.int("POSITION_MODE_CACHE_S", default=3600)
 TAKE_PROFIT_RETRIES = env.int("TAKE_PROFIT_RETRIES", default=2)
+# A delivery refused by the rate budget before anything was sent is retried this many times.
+DELIVERY_DEFER_RETRIES = env.int("DELIVERY_DEFER_RETRIES", default=20)
 # Circuit breaker: this many venue errors for one account within the window opens it for
 # CIRCUIT_OPEN_S (state in the shared cache, so every worker sees it).
 CIRCUIT_ERRORS = env.int("CIRCUIT_ERRORS", default=5)

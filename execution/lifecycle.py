@@ -41,6 +41,15 @@ PROTECTIVE = (OrderLeg.STOP_LOSS, OrderLeg.TAKE_PROFIT)
 # --- parsing venue events ----------------------------------------------------------------------
 
 
+def _order_type(raw: str) -> OrderType:
+    """Binance's order type; those we never send (LIQUIDATION, ADL closes) read as MARKET,
+    which is what they are: the real type stays in the event."""
+    try:
+        return OrderType(raw)
+    except ValueError:
+        return OrderType.MARKET
+
+
 def _dec(raw: Any) -> Decimal:
     return Decimal(str(raw)) if raw not in (None, "") else ZERO
 
@@ -57,7 +66,7 @@ def venue_order_from_event(event: dict[str, Any]) -> tuple[VenueOrder, UserTrade
             is_algo=False,
             status=o["X"],
             side=Side(o["S"]),
-            type=OrderType(o.get("ot") or o["o"]),
+            type=_order_type(o.get("ot") or o["o"]),
             quantity=_dec(o["q"]),
             price=_dec(o.get("p")),
             trigger_price=_dec(o.get("sp")) or None,
@@ -95,7 +104,7 @@ def venue_order_from_event(event: dict[str, Any]) -> tuple[VenueOrder, UserTrade
             is_algo=True,
             status=o["X"],
             side=Side(o["S"]),
-            type=OrderType(o["o"]),
+            type=_order_type(o["o"]),
             quantity=_dec(o.get("q")),
             price=_dec(o.get("p")),
             trigger_price=_dec(o.get("tp")) or None,
@@ -231,7 +240,19 @@ def event_apply(*, account: str, event: dict[str, Any]) -> Order | None:
     if parsed is None:
         return None
     venue_order, trade = parsed
-    order = Order.objects.filter(client_order_id=venue_order.client_id).first()
+    order = (
+        Order.objects.filter(client_order_id=venue_order.client_id).select_related("bot").first()
+    )
+    if order is not None:
+        from execution.services import account_key_for
+
+        if account_key_for(bot=order.bot) != account:  # same id on another account: not ours
+            log.warning(
+                "event for %s from %s ignored: the order belongs to another account",
+                venue_order.client_id,
+                account,
+            )
+            order = None
     if trade is not None:
         fill_record(account=account, trade=trade, order=order)
     if order is None:

@@ -50,6 +50,7 @@ from execution.selectors import (
 from execution.sizing import SizeInput, position_size
 from execution.states import (
     OPEN,
+    IllegalTransition,
     OrderState,
     check_transition,
     from_algo_status,
@@ -68,6 +69,17 @@ from trader.models import ApiCredential, Bot, Environment
 log = logging.getLogger(__name__)
 
 EXCHANGE_INFO_CACHE_KEY = "execution:exchange_info:{base_url}"
+
+
+class DeliveryDeferred(Exception):
+    """The delivery could not start yet (rate budget) and nothing was sent: run it again later.
+    The task re-queues it with a countdown; it stays PENDING meanwhile."""
+
+    def __init__(self, delivery_id: int, retry_after_s: float, reason: str) -> None:
+        super().__init__(f"delivery {delivery_id} deferred {retry_after_s:.1f}s: {reason}")
+        self.delivery_id = delivery_id
+        self.retry_after_s = retry_after_s
+        self.reason = reason
 
 
 class TradingNotAllowed(Exception):
@@ -264,6 +276,8 @@ def order_apply_venue(*, order: Order, venue_order: VenueOrder, cause: str) -> O
         "filled_qty": max(filled, order.filled_qty),
         "avg_price": venue_order.avg_price or order.avg_price,
     }
+    if venue_order.update_time_ms > order.venue_update_ms:
+        fields["venue_update_ms"] = venue_order.update_time_ms
     if order.state != state and not is_legal(order.state, state):
         order_note(
             order=order,
@@ -271,7 +285,18 @@ def order_apply_venue(*, order: Order, venue_order: VenueOrder, cause: str) -> O
             detail={"venue_status": venue_order.status, "state": order.state},
         )
         return order
-    return order_transition(order_id=order.pk, to_state=state, cause=cause, **fields)
+    try:
+        return order_transition(order_id=order.pk, to_state=state, cause=cause, **fields)
+    except IllegalTransition:
+        # Another report (the stream, a placement) moved the order on meanwhile: under the
+        # row lock this one turned out older than what is recorded, so it changes nothing.
+        order.refresh_from_db()
+        order_note(
+            order=order,
+            cause="stale venue report ignored",
+            detail={"venue_status": venue_order.status, "state": order.state},
+        )
+        return order
 
 
 # =============================================================================================
@@ -414,6 +439,8 @@ def _delivery_execute(*, delivery_id: int, now: datetime | None) -> SignalDelive
         return _arm(delivery, now)
     except TradingNotAllowed as exc:
         return _finish(delivery, DeliveryStatus.SKIPPED, "TRADING_MODE", str(exc))
+    except DeliveryDeferred:
+        raise
     except Exception as exc:
         log.exception("delivery %s failed", delivery.pk)
         placed = delivery.orders.exclude(
@@ -522,6 +549,8 @@ def _arm(delivery: SignalDelivery, now: datetime) -> SignalDelivery:
         rules = venue.rules_for(signal.symbol)
     except errors.PreflightError:
         rules = None
+    except errors.RateLimited as exc:
+        raise DeliveryDeferred(delivery.pk, exc.retry_after_s or 5.0, str(exc)) from None
     if settings.TRADING_MODE == "DRY_RUN":
         price = market_price(symbol=signal.symbol) or signal.reference_price or signal.entry_price
         if price is None:
@@ -594,6 +623,12 @@ def _arm(delivery: SignalDelivery, now: datetime) -> SignalDelivery:
         # limit, timeout, leverage rejected) must not leave never-sent PENDING orders behind,
         # which would count as an open trade of the bot for ever.
         _ensure_leverage(venue, account, bot)
+    except errors.RateLimited as exc:
+        # Nothing was sent: wait for the budget instead of failing (the signal's expiry still
+        # bounds how long); a venue answer (429/418) also counts toward the circuit breaker.
+        if exc.http_status is not None:
+            record_error(account, reason=f"RateLimited {exc.code}")
+        raise DeliveryDeferred(delivery.pk, exc.retry_after_s or 5.0, str(exc)) from None
     except (*TEMPORARY, errors.UnknownOutcome, errors.AuthRejected) as exc:
         record_error(account, reason=f"{type(exc).__name__} {exc.code}")
         return _finish(

@@ -46,9 +46,24 @@ def execute_delivery(self: Any, delivery_id: int) -> None:
     """One signal for one bot. Idempotent (orders are unique per delivery and leg, and a rerun
     settles them by client id), so it is acknowledged only when done: a worker killed midway
     hands it to another, which finishes the job instead of placing a second trio."""
-    from execution.services import delivery_execute
+    from execution.models import DeliveryStatus, SignalDelivery
+    from execution.services import DeliveryDeferred, delivery_execute
 
-    delivery_execute(delivery_id=delivery_id)
+    try:
+        delivery_execute(delivery_id=delivery_id)
+    except DeliveryDeferred as deferred:
+        # Rate budget exhausted before anything was sent: come back (countdown well below the
+        # broker's visibility timeout). Out of retries, the outcome is recorded, never dropped.
+        if self.request.retries >= settings.DELIVERY_DEFER_RETRIES:
+            SignalDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.FAILED,
+                reason_code="RATE_LIMITED",
+                reason=deferred.reason[:500],
+            )
+            return
+        raise self.retry(
+            countdown=min(60.0, max(1.0, deferred.retry_after_s)), max_retries=None
+        ) from None
 
 
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=300, time_limit=360)
