@@ -437,22 +437,28 @@ class AlertViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 def _filtered(
-    request: Request, qs: QuerySet[Any], *, state_field: str, symbol_field: str
+    request: Request,
+    qs: QuerySet[Any],
+    *,
+    state_field: str | None,
+    symbol_field: str = "symbol",
+    time_field: str = "created_at",
 ) -> QuerySet[Any]:
+    """The list filters every trading list shares: bot, symbol, state/status, since/until."""
     bot = _int_param(request, "bot")
     if bot is not None:
         qs = qs.filter(bot_id=bot)
     symbol = request.query_params.get("symbol")
     if symbol:
         qs = qs.filter(**{symbol_field: symbol.upper()})
-    state = request.query_params.get(state_field)
-    if state:
+    state = request.query_params.get(state_field) if state_field else None
+    if state_field and state:
         qs = qs.filter(**{state_field: state.upper()})
     since, until = _time_param(request, "since"), _time_param(request, "until")
     if since:
-        qs = qs.filter(created_at__gte=since)
+        qs = qs.filter(**{f"{time_field}__gte": since})
     if until:
-        qs = qs.filter(created_at__lte=until)
+        qs = qs.filter(**{f"{time_field}__lte": until})
     return qs
 
 
@@ -563,21 +569,7 @@ class PositionViewSet(viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Position.objects.none()
         qs = Position.objects.filter(bot__owner_id=self.request.user.pk)
-        bot = _int_param(self.request, "bot")
-        if bot is not None:
-            qs = qs.filter(bot_id=bot)
-        symbol = self.request.query_params.get("symbol")
-        if symbol:
-            qs = qs.filter(symbol=symbol.upper())
-        status_param = self.request.query_params.get("status")
-        if status_param:
-            qs = qs.filter(status=status_param.upper())
-        since, until = _time_param(self.request, "since"), _time_param(self.request, "until")
-        if since:
-            qs = qs.filter(opened_at__gte=since)
-        if until:
-            qs = qs.filter(opened_at__lte=until)
-        return qs
+        return _filtered(self.request, qs, state_field="status", time_field="opened_at")
 
 
 class FillViewSet(viewsets.ReadOnlyModelViewSet):
@@ -593,18 +585,7 @@ class FillViewSet(viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Fill.objects.none()
         qs = Fill.objects.filter(bot__owner_id=self.request.user.pk)
-        bot = _int_param(self.request, "bot")
-        if bot is not None:
-            qs = qs.filter(bot_id=bot)
-        symbol = self.request.query_params.get("symbol")
-        if symbol:
-            qs = qs.filter(symbol=symbol.upper())
-        since, until = _time_param(self.request, "since"), _time_param(self.request, "until")
-        if since:
-            qs = qs.filter(time__gte=since)
-        if until:
-            qs = qs.filter(time__lte=until)
-        return qs
+        return _filtered(self.request, qs, state_field=None, time_field="time")
 
 
 class BotPerformanceApi(APIView):
