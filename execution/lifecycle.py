@@ -29,7 +29,7 @@ from execution.models import (
     PositionStatus,
     SignalDelivery,
 )
-from execution.states import LIVE, OPEN, OrderState
+from execution.states import LIVE, OPEN, OrderState, is_legal
 from execution.venues import errors
 from execution.venues.base import OrderType, PositionSide, Side, UserTrade, VenueOrder
 
@@ -153,9 +153,10 @@ def _child_report(order: Order, venue_order: VenueOrder) -> VenueOrder:
 
 
 def order_update(*, order: Order, venue_order: VenueOrder, cause: str, react: bool = True) -> Order:
-    """Apply a venue report to ``order``: ignored if older than the recorded one, otherwise
-    through the state machine; then react to what changed."""
-    from execution.services import order_apply_venue
+    """Apply a venue report to ``order``: ignored if older than the recorded one (an earlier
+    update time, or a state the recorded one cannot go back to), otherwise through the state
+    machine; then react to what changed."""
+    from execution.services import _state_of, order_apply_venue
 
     if order.is_algo and not venue_order.is_algo:
         venue_order = _child_report(order, venue_order)
@@ -173,6 +174,15 @@ def order_update(*, order: Order, venue_order: VenueOrder, cause: str, react: bo
         # ALGO_UPDATE FINISHED carries the child's fill in ap/aq; a poll may not: keep what the
         # child reported (the state machine never moves FILLED backwards anyway).
         venue_order = _with_fill(venue_order, order)
+    state = _state_of(venue_order)
+    if state != order.state and not is_legal(order.state, state):
+        # Older than what is recorded, with the same update time: a MARKET order's NEW and
+        # TRADE events share one, and the placement reply already said FILLED. Ignored like
+        # any older report (noting it would add history on every replay).
+        log.info(
+            "stale report of %s ignored (%s after %s)", order.client_order_id, state, order.state
+        )
+        return order
     updated = order_apply_venue(order=order, venue_order=venue_order, cause=cause)
     if stamp > updated.venue_update_ms:
         Order.objects.filter(pk=updated.pk).update(venue_update_ms=stamp)

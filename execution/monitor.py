@@ -31,6 +31,8 @@ from trader.models import Bot, BotStatus
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 MONITOR_LOCK = "execution:monitor:lock"
+#: How far back user trades can be read from one start time (Binance: 7 days).
+FILLS_MAX = timedelta(days=7) - timedelta(minutes=1)
 
 
 @dataclass
@@ -104,8 +106,8 @@ def _sync_fills(
     A trade names the order that traded by venue id. For a regular order of ours that is its
     ``venue_order_id``; a triggered stop-loss or take-profit trades through a child order with
     an id of its own (our row keeps the algo id), which carries the algo's client id: it is
-    looked up once to find our row. Orders of other accounts never match (ids are per symbol,
-    not per account), and algo ids are a sequence of their own.
+    looked up once to find our row. Only this account's regular orders are matched by id:
+    order ids are numbered per symbol across accounts, and algo ids are another sequence.
     """
     for symbol in sorted(symbols):
         trades = venue.user_trades(symbol=symbol, start_ms=int(since.timestamp() * 1000))
@@ -157,6 +159,11 @@ def monitor_pass(*, now: datetime | None = None, full: bool = False) -> Report:
         .filter(updated_at__lt=now - timedelta(seconds=settings.MONITOR_GRACE_S))
     )
     bot_ids = set(busy.values_list("bot_id", flat=True))
+    # Every open position is checked for a live stop-loss, also when nothing of its bot is
+    # open any more (a stop cancelled by hand, seen on the stream) and when the bot is paused.
+    bot_ids |= set(
+        Position.objects.filter(status=PositionStatus.OPEN).values_list("bot_id", flat=True)
+    )
     if full:
         bot_ids |= set(Bot.objects.filter(status=BotStatus.ACTIVE).values_list("pk", flat=True))
     bots = list(Bot.objects.filter(pk__in=bot_ids).select_related("credential"))
@@ -268,9 +275,13 @@ def reconcile_account(
     resolve every difference; orders not ours are reported and, per
     RECONCILE_CANCEL_FOREIGN, cancelled."""
     prefix = settings.CLIENT_ID_PREFIX
-    symbols = {b.symbol for b in bots} | set(
-        Order.objects.filter(bot__in=bots, state__in=OPEN).values_list("symbol", flat=True)
-    )
+    open_before = {
+        o.pk: o
+        for o in Order.objects.filter(bot__in=bots, state__in=OPEN).only(
+            "client_order_id", "state", "symbol", "created_at"
+        )
+    }
+    symbols = {b.symbol for b in bots} | {o.symbol for o in open_before.values()}
     venue_open = [o for o in venue.open_orders() if o.symbol in symbols]
     known = {
         o.client_order_id: o
@@ -281,10 +292,7 @@ def reconcile_account(
         order = known.get(venue_order.client_id)
         if order is not None:
             if not dry_run:
-                before = order.state
-                order = order_update(order=order, venue_order=venue_order, cause="reconciliation")
-                if order.state != before:
-                    report.updated.append(f"{order.client_order_id}: {before} -> {order.state}")
+                order_update(order=order, venue_order=venue_order, cause="reconciliation")
             continue
         if venue_order.client_id.startswith(prefix):
             if dry_run:
@@ -312,21 +320,31 @@ def reconcile_account(
                 f"{order.client_order_id}: {order.state} in DB, not open at venue"
             )
             continue
-        before = order.state
         found = _lookup(order, venue)
         if found is not None:
-            order = order_update(order=order, venue_order=found, cause="reconciliation")
+            order_update(order=order, venue_order=found, cause="reconciliation")
         elif order.state in LIVE:
             from execution.services import order_transition
 
-            order = order_transition(
+            order_transition(
                 order_id=order.pk,
                 to_state=OrderState.CANCELED,
                 cause="reconciliation: absent at venue",
             )
-        if order.state != before:
-            report.updated.append(f"{order.client_order_id}: {before} -> {order.state}")
     if not dry_run:
+        # Every change of an order open before the pass, including those its reactions made
+        # (the sibling of a filled exit cancelled at the venue).
+        for pk, state in Order.objects.filter(pk__in=open_before).values_list("pk", "state"):
+            if state != open_before[pk].state:
+                report.updated.append(
+                    f"{open_before[pk].client_order_id}: {open_before[pk].state} -> {state}"
+                )
+        # Fills the stream and the monitor missed, back to the oldest order open before the
+        # pass (a day at least; Binance serves at most 7 days from a start time).
+        now = timezone.now()
+        oldest = min((o.created_at for o in open_before.values()), default=now)
+        since = max(min(oldest - timedelta(minutes=1), now - timedelta(days=1)), now - FILLS_MAX)
+        _sync_fills(account, venue, bots, symbols, since)
         for delivery_id in (
             Order.objects.filter(bot__in=bots, leg=OrderLeg.ENTRY, filled_qty__gt=0)
             .values_list("delivery_id", flat=True)
@@ -387,7 +405,7 @@ def reconcile(*, bot_ids: list[int] | None = None, dry_run: bool = False) -> Rep
                     {"bots": [b.pk for b in account_bots]},
                     owner_id=account_bots[0].owner_id,
                 )
-    if report.position_mismatches or report.foreign:
+    if not dry_run and (report.position_mismatches or report.foreign):  # dry run: no writes
         alert(
             "WARNING",
             "reconcile_differences",

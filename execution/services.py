@@ -944,6 +944,10 @@ def _drive(delivery: SignalDelivery, venue: Any, account: str) -> SignalDelivery
                 owner_id=owner,
             )
     entry.refresh_from_db()
+    if entry.filled_qty > 0:  # the trade's position exists from its first fill
+        from execution.lifecycle import position_sync
+
+        position_sync(delivery_id=delivery.pk)
     summary = {
         "entry": entry.state,
         "filled": entry.filled_qty,

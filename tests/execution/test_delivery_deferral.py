@@ -25,7 +25,9 @@ def banned_venue(settings, db):
     settings.RATE_GOVERNOR_REDIS_URL = GOVERNOR_REDIS
     redis.Redis.from_url(GOVERNOR_REDIS).flushdb()
     banned_until = int(time.time() * 1000) + 60_000
-    rate_governor().observe(
+    governor = rate_governor()
+    assert governor is not None
+    governor.observe(
         headers={}, status=418, body_code=-1003, body_msg=f"IP banned until {banned_until}"
     )
     yield
@@ -65,7 +67,7 @@ def test_deferred_delivery_out_of_retries_records_rate_limited(banned_venue, set
     settings.DELIVERY_DEFER_RETRIES = 2
     settings.CELERY_TASK_ALWAYS_EAGER = True
     delivery_id = _delivery()
-    execute_delivery.apply(args=[delivery_id])  # eager: each retry runs at once
+    execute_delivery.apply(args=(delivery_id,))  # eager: each retry runs at once
     delivery = SignalDelivery.objects.get(pk=delivery_id)
     assert (delivery.status, delivery.reason_code) == (DeliveryStatus.FAILED, "RATE_LIMITED")
     assert delivery.attempts == 3  # the first run and two retries
