@@ -31,6 +31,8 @@ from trader.models import Bot, BotStatus
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 MONITOR_LOCK = "execution:monitor:lock"
+#: Set by the user data stream while an account's socket is connected (see execution.userstream).
+STREAM_BEACON = "userstream:alive"
 #: How far back user trades can be read from one start time (Binance: 7 days).
 FILLS_MAX = timedelta(days=7) - timedelta(minutes=1)
 
@@ -142,6 +144,11 @@ def _order_of_child(venue: Any, ours: Any, symbol: str, venue_id: int) -> Order 
     return order
 
 
+def stream_alive(account: str) -> bool:
+    """Whether the user data stream of ``account`` is connected (its beacon is fresh)."""
+    return cache.get(f"{STREAM_BEACON}:{account}") is not None
+
+
 def monitor_pass(*, now: datetime | None = None, full: bool = False) -> Report:
     """One pass of the monitor over every account with work (see the module docstring)."""
     from execution.services import venue_for_bot
@@ -171,15 +178,24 @@ def monitor_pass(*, now: datetime | None = None, full: bool = False) -> Report:
         report.accounts += 1
         try:
             venue = venue_for_bot(bot=account_bots[0])
-            for order in busy.filter(bot__in=account_bots).select_related("bot"):
-                _refresh_order(order, venue, report)
-            active = {
-                o.symbol
-                for o in Order.objects.filter(
-                    bot__in=account_bots, updated_at__gte=now - timedelta(hours=1)
+            streamed = stream_alive(account) and not full
+            polled = busy.filter(bot__in=account_bots)
+            if streamed:
+                # The stream reports this account's orders and fills as they happen: poll only
+                # what it cannot settle (ambiguous outcomes, sends a crash may have lost).
+                polled = polled.filter(
+                    Q(state=OrderState.UNKNOWN) | Q(state=OrderState.PENDING, sent_at__isnull=False)
                 )
-            }
-            _sync_fills(account, venue, account_bots, active, now - timedelta(hours=1))
+            for order in polled.select_related("bot"):
+                _refresh_order(order, venue, report)
+            if not streamed:
+                active = {
+                    o.symbol
+                    for o in Order.objects.filter(
+                        bot__in=account_bots, updated_at__gte=now - timedelta(hours=1)
+                    )
+                }
+                _sync_fills(account, venue, account_bots, active, now - timedelta(hours=1))
             _cancel_stale_entries(account_bots, venue, now, report)
             _ensure_protected(account_bots, report)
             if full:

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from django.db.models import Q
 from prometheus_client import Counter
@@ -83,6 +84,8 @@ LIVE_WS_ROOT = "wss://fstream.binance.com"
 TESTNET_WS_ROOT = "wss://fstream.binancefuture.com"
 STREAMING_MODES = ("TESTNET", "LIVE")
 INVALID_LISTEN_KEY = -1125
+#: The monitor-facing beacon of a connected account expires this long after its last refresh.
+BEACON_TTL_S = 90
 _EVENT_TYPE = re.compile(r"^[A-Za-z_]{1,40}$")  # a label value; anything else is "other"
 
 
@@ -303,6 +306,7 @@ class _AccountStream:
                 self.connections += 1
                 self.owner._on_connected(self)
                 keepalive = asyncio.create_task(self._keepalive(ws, venue, key))
+                beacon = asyncio.create_task(self._beacon())
                 try:
                     async for frame in ws:
                         if await self._handle(frame) == "expired":
@@ -310,8 +314,10 @@ class _AccountStream:
                             break
                 finally:
                     keepalive.cancel()
+                    beacon.cancel()
                     # wait() neither raises the task's CancelledError nor hides our own.
-                    await asyncio.wait([keepalive])
+                    await asyncio.wait([keepalive, beacon])
+                    await asyncio.to_thread(cache.delete, self._beacon_key)
         except (OSError, TimeoutError, WebSocketException) as exc:
             log.warning("userstream %s: socket failed: %s", self, type(exc).__name__)
             if self._end_reason is None:
@@ -372,6 +378,19 @@ class _AccountStream:
             )  # fmt: skip
             return
         stats.applied += 1
+
+    @property
+    def _beacon_key(self) -> str:
+        from execution.monitor import STREAM_BEACON
+
+        return f"{STREAM_BEACON}:credential-{self.target.credential_id}"
+
+    async def _beacon(self) -> None:
+        """While connected, tell the order monitor (through the shared cache) that this
+        account's orders are streamed, so that it polls little."""
+        while True:
+            await asyncio.to_thread(cache.set, self._beacon_key, 1, BEACON_TTL_S)
+            await asyncio.sleep(BEACON_TTL_S / 3)
 
     async def _keepalive(
         self, ws: ClientConnection, venue: BinanceFuturesVenue, listen_key: str

@@ -463,3 +463,38 @@ def test_market_entry_events_replayed_after_the_placement_reply_add_no_history(e
         entry_events[1]["T"],
     )
     assert Fill.objects.filter(order=entry).count() == 1
+
+
+def test_monitor_polls_little_while_the_stream_is_connected(settings):
+    """With a live stream beacon the monitor leaves quiet open orders to the stream; without
+    it, it polls them (the stream may have missed something)."""
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from execution.models import Order
+    from execution.monitor import STREAM_BEACON, monitor_pass
+    from tests.factories import BotFactory
+
+    settings.TRADING_MODE = "DRY_RUN"
+    settings.MONITOR_GRACE_S = 0
+    settings.MONITOR_POLL_AFTER_S = 0
+    bot = BotFactory.create()
+    order = Order.objects.create(
+        bot=bot,
+        leg="ENTRY",
+        client_order_id="tr-quiet-E",
+        venue="paper",
+        symbol="BTCUSDT",
+        side="BUY",
+        type="LIMIT",
+        quantity=1,
+        price=100,
+        state="NEW",
+    )
+    Order.objects.filter(pk=order.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    cache.set(f"{STREAM_BEACON}:paper-bot-{bot.pk}", 1, 60)
+    assert monitor_pass().checked == 0
+    cache.delete(f"{STREAM_BEACON}:paper-bot-{bot.pk}")
+    assert monitor_pass().checked == 1
