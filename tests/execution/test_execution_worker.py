@@ -9,6 +9,7 @@ Measured timings are printed (``pytest -s`` shows them).
 from __future__ import annotations
 
 import re
+import signal as signal_module
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -482,3 +483,45 @@ def test_kill_switch_stops_new_entries_within_one_second_and_cancels_20_bots_ope
             "open_orders": [],
             "open_algos": [],
         }
+
+
+def test_sigterm_lets_the_in_flight_delivery_finish_and_the_worker_exit_cleanly(
+    tmp_path, workers, emu
+):
+    """Graceful shutdown: SIGTERM mid-placement lets the running task finish its trio (warm
+    shutdown), the worker exits 0 within a bound, and the protective orders stay live at the
+    exchange, protecting the position while the platform is down."""
+    (account,) = emu.take_accounts(1)
+    bot = bot_on_account(account, "graceful")
+    signal = manual_signal(bot.owner, "graceful", **limit_buy_terms(emu.price()))
+    emu.control("faults", latency_ms=700)  # each venue call is slow: SIGTERM lands mid-task
+    worker = start_worker(emulator_env(tmp_path, emu), name="worker-g", concurrency=1)
+    workers.append(worker)
+    (delivery_id,) = fan_out_committed(signal)
+    wait_until(
+        lambda: Order.objects.filter(
+            delivery_id=delivery_id, leg="ENTRY", sent_at__isnull=False
+        ).exists(),
+        timeout=60,
+        step=0.05,
+    )
+    signalled = time.monotonic()
+    # To the main process, as Docker and Kubernetes do (PID 1): it stops taking work and waits
+    # for the running task (warm shutdown). A signal to every pool child would kill the task
+    # mid-way; acks_late + reject_on_worker_lost then hands it back (redelivered, settled by
+    # client id) - safe, but not graceful: use KillMode=mixed under systemd.
+    worker.popen.send_signal(signal_module.SIGTERM)
+    code = worker.popen.wait(timeout=60)
+    took = time.monotonic() - signalled
+    emu.control("faults", latency_ms=0)
+    print(f"\ngraceful shutdown: worker exited {code} {took:.1f} s after SIGTERM")
+    assert code == 0, worker.output()
+    assert took < 30
+    delivery = SignalDelivery.objects.get(pk=delivery_id)
+    assert (delivery.status, delivery.reason_code, delivery.attempts) == (
+        DeliveryStatus.EXECUTED,
+        "PLACED",
+        1,  # finished by the run that was in flight, not redelivered
+    )
+    prefix = f"tr-{delivery_id}-"
+    assert venue_view(emu, account)["open_algos"] == [f"{prefix}SL", f"{prefix}TP"]
