@@ -95,27 +95,16 @@ def _sized_price(entry: Order) -> Decimal:
 
 
 def realized_pnl_since(*, bot_ids: list[int], since: datetime) -> Decimal:
-    """Gross realized PnL of exits filled since ``since`` (exit vs its entry's average price).
+    """Realized PnL net of fees of the bots' positions closed since ``since``, plus what open
+    positions have realized so far (partial exits). From ``Position``, whose figures come from
+    the venue's user trades when known (daily/weekly loss limits read this)."""
+    from execution.models import Position, PositionStatus
 
-    Fees are not subtracted here: the exact figure (from user trades) arrives with fills
-    tracking; this one errs towards allowing, never towards a false "limit hit".
-    """
-    total = ZERO
-    exits = Order.objects.filter(
-        bot_id__in=bot_ids, leg__in=EXIT_LEGS, filled_qty__gt=0, updated_at__gte=since
-    ).select_related("delivery")
-    entry_prices = dict(
-        Order.objects.filter(
-            leg=OrderLeg.ENTRY, delivery_id__in=[e.delivery_id for e in exits if e.delivery_id]
-        ).values_list("delivery_id", "avg_price")
+    closed = Position.objects.filter(
+        bot_id__in=bot_ids, status=PositionStatus.CLOSED, closed_at__gte=since
     )
-    for exit_order in exits:
-        entry_price = entry_prices.get(exit_order.delivery_id or 0) or ZERO
-        if not entry_price:
-            continue
-        direction = Decimal(1) if exit_order.side == "SELL" else Decimal(-1)  # SELL closes a long
-        total += exit_order.filled_qty * (exit_order.avg_price - entry_price) * direction
-    return total
+    still_open = Position.objects.filter(bot_id__in=bot_ids, status=PositionStatus.OPEN)
+    return sum((p.realized_pnl - p.fees for p in [*closed, *still_open]), ZERO)
 
 
 def kill_state(*, bot: Bot) -> KillState:
@@ -188,6 +177,11 @@ def bot_performance(*, bot_id: int) -> dict[str, Any]:
         row["realized_pnl"] += position.realized_pnl
         row["fees"] += position.fees
     trades = open_trades(bot_ids=[bot_id])
+    peak = running = drawdown = ZERO
+    for position in sorted(closed, key=lambda p: p.closed_at or p.opened_at):
+        running += position.realized_pnl - position.fees
+        peak = max(peak, running)
+        drawdown = max(drawdown, peak - running)
     return {
         "bot": bot_id,
         "trades": len(closed),
@@ -197,6 +191,7 @@ def bot_performance(*, bot_id: int) -> dict[str, Any]:
         "win_rate": (Decimal(len(wins)) / len(closed)).quantize(Decimal("0.0001"))
         if closed
         else None,
+        "max_drawdown": drawdown,
         "open_positions": Position.objects.filter(
             bot_id=bot_id, status=PositionStatus.OPEN
         ).count(),

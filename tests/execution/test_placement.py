@@ -14,6 +14,7 @@ import pytest
 from django.utils import timezone
 
 from execution.circuit import record_error
+from execution.lifecycle import position_sync
 from execution.models import (
     Cooldown,
     DeliveryStatus,
@@ -776,6 +777,7 @@ def record_loss_today(bot: Any, *, loss: Decimal) -> None:
         type="STOP_MARKET", is_algo=True, reduce_only=True, quantity=qty, state=FILLED,
         filled_qty=qty, avg_price=Decimal(50000) - loss / qty,
     )  # fmt: skip
+    position_sync(delivery_id=done.pk)  # as the lifecycle derives it from the fills
 
 
 def test_realized_loss_today_beyond_the_daily_limit_skips_the_delivery(env, spec, bot):

@@ -45,6 +45,7 @@ def test_performance_sums_closed_positions_by_day_with_win_rate(api, my_bot):
     assert Decimal(body["fees"]) == Decimal("2.5")
     assert Decimal(body["net_pnl"]) == Decimal("9.5")
     assert Decimal(body["win_rate"]) == Decimal("0.6667")  # 2 of 3 net winners
+    assert Decimal(body["max_drawdown"]) == Decimal("5")  # net +9, then -5, then +5.5
     assert [(d["day"], d["trades"], Decimal(d["realized_pnl"])) for d in body["by_day"]] == [
         ("2026-11-01", 2, Decimal("6")),
         ("2026-11-02", 1, Decimal("6")),
