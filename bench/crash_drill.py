@@ -104,17 +104,9 @@ os.environ.update(
 )
 
 
-def ensure_database() -> None:
-    """Create the drill database if it does not exist (before Django connects to it)."""
-    import psycopg
+from bench.common import ensure_database
 
-    name = DRILL_DB.rsplit("/", 1)[1]
-    with psycopg.connect(DRILL_DB.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-ensure_database()
+ensure_database(DRILL_DB)
 
 import django
 

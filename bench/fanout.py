@@ -104,17 +104,9 @@ for _name in ("TRADING_MODE", "BINANCE_BASE_URL", "TEST_DATABASE_URL", "LIVE_TRA
 os.environ.update(BASE_ENV)
 
 
-def ensure_database() -> None:
-    """Create the bench database if it does not exist (before Django connects to it)."""
-    import psycopg
+from bench.common import ensure_database
 
-    name = BENCH_DB.rsplit("/", 1)[1]
-    with psycopg.connect(BENCH_DB.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-ensure_database()
+ensure_database(BENCH_DB)
 
 import django
 

@@ -48,17 +48,9 @@ TARGET = 200_000
 YEAR = 525_600
 
 
-def ensure_database() -> None:
-    """Create the bench database if it does not exist (before Django connects to it)."""
-    import psycopg
+from bench.common import ensure_database
 
-    name = BENCH_DB.rsplit("/", 1)[1]
-    with psycopg.connect(BENCH_DB.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-ensure_database()
+ensure_database(BENCH_DB)
 
 import django
 

@@ -23,7 +23,6 @@ from django.utils import timezone
 from execution.models import (
     Fill,
     Order,
-    OrderEvent,
     OrderLeg,
     Position,
     PositionStatus,
@@ -441,9 +440,3 @@ def position_sync(*, delivery_id: int) -> Position | None:
         position.closed_at = timezone.now()
     position.save()
     return position
-
-
-def order_note_event(order: Order, cause: str) -> None:
-    OrderEvent.objects.create(
-        order=order, from_state=order.state, to_state=order.state, cause=cause
-    )

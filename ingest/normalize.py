@@ -33,35 +33,15 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import PurePath
 
-_MINUTE = 60_000
-_HOUR = 60 * _MINUTE
-_DAY = 24 * _HOUR
-
-#: Binance kline intervals in milliseconds (``1M``, a calendar month, is handled apart).
-INTERVAL_MS: dict[str, int] = {
-    "1m": _MINUTE,
-    "3m": 3 * _MINUTE,
-    "5m": 5 * _MINUTE,
-    "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE,
-    "1h": _HOUR,
-    "2h": 2 * _HOUR,
-    "4h": 4 * _HOUR,
-    "6h": 6 * _HOUR,
-    "8h": 8 * _HOUR,
-    "12h": 12 * _HOUR,
-    "1d": _DAY,
-    "3d": 3 * _DAY,
-    "1w": 7 * _DAY,
-    "1M": 30 * _DAY,
-}
+from trader.domain import INTERVAL_MS
 
 #: Defaults of the spike rule (see the module docstring).
 MAX_MOVE_PCT = Decimal(10)
 MIN_VOLUME_FRACTION = Decimal("0.1")
 VOLUME_WINDOW = 30
 
-_COLUMNS = (
+#: Kline CSV columns in Binance's dump order (canonical names).
+KLINE_COLUMNS = (
     "open_time",
     "open",
     "high",
@@ -75,10 +55,11 @@ _COLUMNS = (
     "taker_buy_quote",
     "ignore",
 )
-_REQUIRED = frozenset(_COLUMNS[:6])
+REQUIRED_COLUMNS = frozenset(KLINE_COLUMNS[:6])
 _DECIMAL_COLUMNS = ("quote_volume", "taker_buy_base", "taker_buy_quote")
-_HEADER_ALIASES = {
-    **{name: name for name in _COLUMNS},
+#: Header names as Binance (and the project's CSVs) spell them -> canonical name.
+HEADER_ALIASES = {
+    **{name: name for name in KLINE_COLUMNS},
     "quote_asset_volume": "quote_volume",
     "count": "trades",
     "number_of_trades": "trades",
@@ -277,9 +258,9 @@ def rows_validate(
 
 def _headerless_columns(fields: list[str]) -> tuple[str, ...]:
     if len(fields) == 6:
-        return _COLUMNS[:6]
+        return KLINE_COLUMNS[:6]
     if len(fields) == 12:
-        return _COLUMNS
+        return KLINE_COLUMNS
     raise _RowError(
         "expected 6 fields (open_time,open,high,low,close,volume) or Binance's 12, "
         f"got {len(fields)}; no rows read"
@@ -289,11 +270,11 @@ def _headerless_columns(fields: list[str]) -> tuple[str, ...]:
 def _header_columns(fields: list[str]) -> tuple[str, ...]:
     columns = []
     for name in fields:
-        canonical = _HEADER_ALIASES.get(name.lower().replace(" ", "_"))
+        canonical = HEADER_ALIASES.get(name.lower().replace(" ", "_"))
         if canonical is None:
             raise _RowError(f"unknown column {name!r} in the header; no rows read")
         columns.append(canonical)
-    missing = _REQUIRED.difference(columns)
+    missing = REQUIRED_COLUMNS.difference(columns)
     if missing:
         raise _RowError(f"header lacks columns {sorted(missing)}; no rows read")
     if len(set(columns)) != len(columns):

@@ -21,6 +21,8 @@ INTERVAL_SECONDS = {
     "1w": 604800, "1M": 2592000,  # a month counted as 30 days
 }  # fmt: skip
 INTERVALS = tuple(INTERVAL_SECONDS)
+#: The same in milliseconds, Binance's unit for candle times.
+INTERVAL_MS = {name: seconds * 1000 for name, seconds in INTERVAL_SECONDS.items()}
 
 
 @dataclass(frozen=True)

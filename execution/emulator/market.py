@@ -46,33 +46,14 @@ from itertools import pairwise
 from pathlib import Path
 
 from execution.venues.base import Kline
+from ingest.normalize import HEADER_ALIASES, KLINE_COLUMNS, REQUIRED_COLUMNS
+from trader.domain import INTERVAL_MS
 
 #: The files the emulator replays by default (see ``data/README.md``).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
-_MINUTE = 60_000
-_HOUR = 60 * _MINUTE
-_DAY = 24 * _HOUR
 
-#: Binance kline intervals in milliseconds. ``1M`` is a calendar month on Binance; here it counts
-#: as 30 days wherever one fixed length is needed (loading computes real month ends for it).
-INTERVAL_MS: dict[str, int] = {
-    "1m": _MINUTE,
-    "3m": 3 * _MINUTE,
-    "5m": 5 * _MINUTE,
-    "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE,
-    "1h": _HOUR,
-    "2h": 2 * _HOUR,
-    "4h": 4 * _HOUR,
-    "6h": 6 * _HOUR,
-    "8h": 8 * _HOUR,
-    "12h": 12 * _HOUR,
-    "1d": _DAY,
-    "3d": 3 * _DAY,
-    "1w": 7 * _DAY,
-    "1M": 30 * _DAY,
-}
+_DAY = INTERVAL_MS["1d"]
 
 #: Binance's ``limit`` cap on ``GET /fapi/v1/klines``.
 MAX_KLINES_LIMIT = 1500
@@ -81,34 +62,6 @@ MAX_KLINES_LIMIT = 1500
 # Loading
 # ---------------------------------------------------------------------------------------------
 
-# Canonical column names, in Binance's dump order.
-_COLUMNS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_buy_base",
-    "taker_buy_quote",
-    "ignore",
-)
-_REQUIRED = frozenset(_COLUMNS[:6])
-# Header names as Binance (and the project's CSVs) spell them -> canonical name.
-_HEADER_ALIASES = {
-    **{name: name for name in _COLUMNS},
-    "quote_asset_volume": "quote_volume",
-    "count": "trades",
-    "number_of_trades": "trades",
-    "taker_buy_volume": "taker_buy_base",
-    "taker_buy_base_volume": "taker_buy_base",
-    "taker_buy_base_asset_volume": "taker_buy_base",
-    "taker_buy_quote_volume": "taker_buy_quote",
-    "taker_buy_quote_asset_volume": "taker_buy_quote",
-}
 # Binance's spot dumps from 2025 on stamp times in microseconds; anything this large is one.
 _MICROSECONDS_FROM = 10**15
 
@@ -260,9 +213,9 @@ def _parse_csv(text: str, source: str) -> list[_Row]:
 
 def _headerless_columns(fields: list[str], source: str, line: int) -> tuple[str, ...]:
     if len(fields) == 6:
-        return _COLUMNS[:6]
+        return KLINE_COLUMNS[:6]
     if len(fields) == 12:
-        return _COLUMNS
+        return KLINE_COLUMNS
     raise ValueError(
         f"{source}: line {line}: expected 6 fields (open_time,open,high,low,close,volume) or "
         f"Binance's 12, got {len(fields)}"
@@ -272,11 +225,11 @@ def _headerless_columns(fields: list[str], source: str, line: int) -> tuple[str,
 def _header_columns(fields: list[str], source: str, line: int) -> tuple[str, ...]:
     columns = []
     for name in fields:
-        canonical = _HEADER_ALIASES.get(name.lower().replace(" ", "_"))
+        canonical = HEADER_ALIASES.get(name.lower().replace(" ", "_"))
         if canonical is None:
             raise ValueError(f"{source}: line {line}: unknown column {name!r}")
         columns.append(canonical)
-    missing = _REQUIRED.difference(columns)
+    missing = REQUIRED_COLUMNS.difference(columns)
     if missing:
         raise ValueError(f"{source}: line {line}: missing columns {sorted(missing)}")
     if len(set(columns)) != len(columns):
