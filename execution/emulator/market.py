@@ -29,6 +29,15 @@ Replay
     one interval, so the first candle of the next lap opens when the last one closes) and prices
     continue from the first candle's, i.e. they jump from the last close to the first open once
     per lap.
+
+Aggregation
+    A symbol's candles can also be served at any Binance interval that is a whole multiple of the
+    file's own (5m, 15m, 1h, ... from 1m data; 15m from 5m data): ``aggregate_klines`` groups
+    them into buckets whose open times are aligned as Binance's are (on the epoch; weeks on
+    Mondays, months on the calendar), first open, highest high, lowest low, last close, volumes
+    and trade counts summed. The still-open bucket is built from what has printed so far, its
+    open candle partial, so it is partial itself. ``can_aggregate`` says which intervals a
+    file's interval can serve ("2m" is not a Binance interval: never).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import io
 import statistics
 import zipfile
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -47,13 +56,24 @@ from pathlib import Path
 
 from execution.venues.base import Kline
 from ingest.normalize import HEADER_ALIASES, KLINE_COLUMNS, REQUIRED_COLUMNS
-from trader.domain import INTERVAL_MS
+from trader.domain import DERIVED_ONLY_INTERVALS
+from trader.domain import INTERVAL_MS as _PLATFORM_INTERVAL_MS
 
 #: The files the emulator replays by default (see ``data/README.md``).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
+#: Binance's kline intervals in ms (the platform's less those it only ever derives, like "2m":
+#: the emulator serves and loads Binance's data only).
+INTERVAL_MS: dict[str, int] = {
+    name: ms for name, ms in _PLATFORM_INTERVAL_MS.items() if name not in DERIVED_ONLY_INTERVALS
+}
+BINANCE_INTERVALS: tuple[str, ...] = tuple(INTERVAL_MS)
+
 _DAY = INTERVAL_MS["1d"]
+_WEEK = INTERVAL_MS["1w"]
+#: Binance's weekly candles open on Mondays; the first Monday after the epoch is 4 days in.
+_WEEK_OFFSET = 4 * _DAY
 
 #: Binance's ``limit`` cap on ``GET /fapi/v1/klines``.
 MAX_KLINES_LIMIT = 1500
@@ -477,6 +497,116 @@ def _scale_volume(volume: Decimal, part: Decimal, whole: Decimal) -> Decimal:
 
 
 # ---------------------------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------------------------
+
+
+def bucket_open_ms(moment_ms: int, interval: str) -> int:
+    """Open time of the ``interval`` candle that ``moment_ms`` falls in, aligned as Binance's:
+    on the epoch, weeks on Mondays (00:00 UTC), months on the first of the calendar month."""
+    if interval == "1M":
+        moment = datetime.fromtimestamp(moment_ms // 1000, tz=UTC)
+        return int(datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp() * 1000)
+    if interval == "1w":
+        return moment_ms - (moment_ms - _WEEK_OFFSET) % _WEEK
+    size = INTERVAL_MS[interval]
+    return moment_ms - moment_ms % size
+
+
+def bucket_next_ms(moment_ms: int, interval: str) -> int:
+    """Open time of the ``interval`` candle after the one ``moment_ms`` falls in."""
+    opened = bucket_open_ms(moment_ms, interval)
+    if interval == "1M":
+        return _month_close_ms(opened) + 1
+    return opened + (_WEEK if interval == "1w" else INTERVAL_MS[interval])
+
+
+def can_aggregate(native: str, interval: str) -> bool:
+    """Whether candles of ``native`` interval build ``interval`` candles the way Binance serves
+    them: ``interval`` is a Binance interval (not "2m") and each of its buckets is a whole
+    number of ``native`` candles aligned on ``native``'s boundaries. ``native`` itself is
+    always servable."""
+    if interval not in BINANCE_INTERVALS or native not in INTERVAL_MS:
+        return False
+    if interval == native:
+        return True
+    if native == "1M":
+        return False
+    size = INTERVAL_MS[native]
+    if interval == "1M":  # months start at midnight
+        return _DAY % size == 0
+    goal = INTERVAL_MS[interval]
+    if goal <= size or goal % size:
+        return False
+    return interval != "1w" or _WEEK_OFFSET % size == 0
+
+
+def aggregate_klines(candles: Iterable[Kline], interval: str) -> list[Kline]:
+    """Candles (sorted by open time) merged into ``interval`` candles, one per bucket that holds
+    any: open of the first, highest high, lowest low, close of the last; volume, quote volume,
+    trades and taker volumes summed; open and close times those of the bucket (``bucket_open_ms``
+    .. ``bucket_next_ms`` - 1), whether or not every candle of it is there (the still-open
+    bucket)."""
+    if interval not in INTERVAL_MS:
+        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    merged: list[Kline] = []
+    group: list[Kline] = []
+    bucket: int | None = None
+    previous: int | None = None
+    for candle in candles:
+        if previous is not None and candle.open_time_ms <= previous:
+            raise ValueError(
+                f"candles must be sorted by open time: {candle.open_time_ms} after {previous}"
+            )
+        previous = candle.open_time_ms
+        opened = bucket_open_ms(candle.open_time_ms, interval)
+        if bucket is not None and opened != bucket:
+            merged.append(_merge(group, bucket, interval))
+            group = []
+        bucket = opened
+        group.append(candle)
+    if bucket is not None:
+        merged.append(_merge(group, bucket, interval))
+    return merged
+
+
+def _merge(group: list[Kline], bucket: int, interval: str) -> Kline:
+    zero = Decimal(0)
+    return Kline(
+        open_time_ms=bucket,
+        open=group[0].open,
+        high=max(c.high for c in group),
+        low=min(c.low for c in group),
+        close=group[-1].close,
+        volume=sum((c.volume for c in group), zero),
+        close_time_ms=bucket_next_ms(bucket, interval) - 1,
+        quote_volume=sum((c.quote_volume for c in group), zero),
+        trades=sum(c.trades for c in group),
+        taker_buy_base=sum((c.taker_buy_base for c in group), zero),
+        taker_buy_quote=sum((c.taker_buy_quote for c in group), zero),
+    )
+
+
+def _combine(head: Kline, tail: Kline) -> Kline:
+    """Two parts of one bucket, ``head`` before ``tail``, as one."""
+    return replace(
+        head,
+        high=max(head.high, tail.high),
+        low=min(head.low, tail.low),
+        close=tail.close,
+        volume=head.volume + tail.volume,
+        quote_volume=head.quote_volume + tail.quote_volume,
+        trades=head.trades + tail.trades,
+        taker_buy_base=head.taker_buy_base + tail.taker_buy_base,
+        taker_buy_quote=head.taker_buy_quote + tail.taker_buy_quote,
+    )
+
+
+#: Aggregated candles the replay remembers (closed buckets never change); emptied past this.
+_AGGREGATE_CACHE_MAX = 200_000
+
+
+# ---------------------------------------------------------------------------------------------
 # The replay
 # ---------------------------------------------------------------------------------------------
 
@@ -502,6 +632,9 @@ class MarketReplay:
     ``price_scale`` multiplies a symbol's prices (and its quote-currency volumes) by a constant,
     e.g. to serve ETH/BTC spot data as an ETH/USDT market at a realistic price; base volumes are
     untouched.
+
+    ``klines`` and ``closed_klines`` take an ``interval``: the data's own (the default) or any
+    that ``can_aggregate`` from it, served as ``aggregate_klines`` builds them.
     """
 
     def __init__(
@@ -527,6 +660,11 @@ class MarketReplay:
         self.speed = speed
         self.history = history
         self._series: dict[str, _Series] = {}
+        # (symbol, interval, bucket open) -> the closed bucket's candle
+        self._closed_buckets: dict[tuple[str, str, int], Kline] = {}
+        # (symbol, interval, bucket open) -> (last native index merged, the merge so far) of the
+        # open bucket: each call merges only the candles closed since the previous one.
+        self._open_buckets: dict[tuple[str, str, int], tuple[int, Kline]] = {}
         for symbol, candles in series.items():
             if symbol not in interval_ms or interval_ms[symbol] <= 0:
                 raise ValueError(f"{symbol}: no positive interval_ms")
@@ -616,6 +754,16 @@ class MarketReplay:
         """The symbol's candle interval in ms."""
         return self._get(symbol).interval_ms
 
+    def interval_name(self, symbol: str) -> str | None:
+        """The symbol's candle interval by its Binance name ("1m"), None if it has none."""
+        size = self._get(symbol).interval_ms
+        return next((n for n in BINANCE_INTERVALS if INTERVAL_MS[n] == size), None)
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        """Whether ``klines`` serves ``symbol`` at ``interval`` (its own or an aggregate)."""
+        native = self.interval_name(symbol)
+        return native is not None and can_aggregate(native, interval)
+
     def span(self, symbol: str) -> int:
         """How far in ms one lap of the symbol's data reaches (first open to last close + 1)."""
         return self._get(symbol).span
@@ -638,12 +786,19 @@ class MarketReplay:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
+        *,
+        interval: str | None = None,
     ) -> list[Kline]:
         """``GET /fapi/v1/klines`` at ``market_ms``: candles opening in ``[start_ms, end_ms]``
         (the first ``limit`` from ``start_ms``; without ``start_ms`` the last ``limit`` up to
         ``end_ms`` or now), the still-open one last and partial, nothing from the future.
-        ``limit`` is capped at 1500."""
-        return self._klines(symbol, market_ms, start_ms, end_ms, limit, include_open=True)
+        ``limit`` is capped at 1500. ``interval``: the data's own (default) or one it
+        aggregates to (``serves``; ``ValueError`` otherwise)."""
+        if interval is None or interval == self.interval_name(symbol):
+            return self._klines(symbol, market_ms, start_ms, end_ms, limit, include_open=True)
+        return self._aggregated(
+            symbol, interval, market_ms, start_ms, end_ms, limit, include_open=True
+        )
 
     def closed_klines(
         self,
@@ -653,9 +808,14 @@ class MarketReplay:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
+        interval: str | None = None,
     ) -> list[Kline]:
         """As ``klines`` without the still-open candle."""
-        return self._klines(symbol, market_ms, start_ms, end_ms, limit, include_open=False)
+        if interval is None or interval == self.interval_name(symbol):
+            return self._klines(symbol, market_ms, start_ms, end_ms, limit, include_open=False)
+        return self._aggregated(
+            symbol, interval, market_ms, start_ms, end_ms, limit, include_open=False
+        )
 
     def price(self, symbol: str, market_ms: int) -> Decimal:
         """The price along the intrabar path at ``market_ms``; in a hole in the data the last
@@ -759,6 +919,101 @@ class MarketReplay:
                 kline = _partial(kline, *self._ratio(candle, offset, market_ms))
             served.append(kline)
         return served
+
+    def _aggregated(
+        self,
+        symbol: str,
+        interval: str,
+        market_ms: int,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+        *,
+        include_open: bool,
+    ) -> list[Kline]:
+        """``_klines`` at an interval built from the data's own (same selection rules)."""
+        if limit < 1:
+            raise ValueError(f"limit {limit} must be at least 1")
+        if not self.serves(symbol, interval):
+            raise ValueError(
+                f"{symbol}: {interval} candles cannot be built from {self.interval_name(symbol)}"
+            )
+        limit = min(limit, MAX_KLINES_LIMIT)
+        series = self._get(symbol)
+        if self._locate(series, market_ms) < 0:
+            return []
+        first = bucket_open_ms(self.first_open_ms(symbol), interval)
+        top = bucket_open_ms(market_ms, interval)
+        if not include_open and market_ms < bucket_next_ms(top, interval):
+            top = bucket_open_ms(top - 1, interval)
+        if end_ms is not None:
+            top = min(top, bucket_open_ms(end_ms, interval))
+        served: list[Kline] = []
+        if start_ms is not None:
+            bucket = bucket_open_ms(start_ms, interval)
+            if bucket < start_ms:
+                bucket = bucket_next_ms(bucket, interval)
+            bucket = max(bucket, first)
+            while bucket <= top and len(served) < limit:
+                candle = self._bucket(symbol, series, interval, bucket, market_ms)
+                if candle is not None:
+                    served.append(candle)
+                bucket = bucket_next_ms(bucket, interval)
+            return served
+        bucket = top
+        while bucket >= first and len(served) < limit:
+            candle = self._bucket(symbol, series, interval, bucket, market_ms)
+            if candle is not None:
+                served.append(candle)
+            bucket = bucket_open_ms(bucket - 1, interval)
+        served.reverse()
+        return served
+
+    def _bucket(
+        self, symbol: str, series: _Series, interval: str, bucket: int, market_ms: int
+    ) -> Kline | None:
+        """The ``interval`` candle opening at ``bucket`` as it stands at ``market_ms`` (None when
+        no candle of the data falls in it)."""
+        key = (symbol, interval, bucket)
+        cached = self._closed_buckets.get(key)
+        if cached is not None:
+            return cached
+        end = bucket_next_ms(bucket, interval)
+        now = self._locate(series, market_ms)
+        low = max(self._locate(series, bucket - 1) + 1, 0)
+        high = min(self._locate(series, end - 1), now)
+        if high < low:
+            return None
+        candle, offset = self._at(series, high)
+        open_now = high == now and market_ms <= candle.close_time_ms + offset
+        last_closed = high - 1 if open_now else high
+        merged: Kline | None = None
+        done = low - 1
+        partial = self._open_buckets.get(key)
+        if partial is not None and partial[0] <= last_closed:
+            done, merged = partial
+        if done < last_closed:
+            fresh = [_shifted(*self._at(series, i)) for i in range(done + 1, last_closed + 1)]
+            (more,) = aggregate_klines(fresh, interval)
+            merged = more if merged is None else _combine(merged, more)
+        if merged is not None and last_closed >= low:
+            self._open_buckets[key] = (last_closed, merged)
+        if open_now:
+            (current,) = aggregate_klines(
+                [_partial(_shifted(candle, offset), *self._ratio(candle, offset, market_ms))],
+                interval,
+            )
+            merged = current if merged is None else _combine(merged, current)
+        if merged is None:
+            return None
+        if market_ms >= end:  # closed: it never changes again
+            if len(self._closed_buckets) >= _AGGREGATE_CACHE_MAX:
+                self._closed_buckets.clear()
+            self._closed_buckets[key] = merged
+            self._open_buckets.pop(key, None)
+        elif len(self._open_buckets) >= _AGGREGATE_CACHE_MAX:
+            self._open_buckets.clear()
+        return merged
 
 
 def _shifted(candle: Kline, offset: int) -> Kline:

@@ -16,9 +16,20 @@ HTTP (aiohttp) so that an unmodified python-binance client trades against it off
   responses, forces partial fills, changes a symbol's status, expires listen keys.
 - User data stream: ``/private/ws?listenKey=...`` (and legacy ``/ws/<listenKey>``) push
   ORDER_TRADE_UPDATE, ALGO_UPDATE and ACCOUNT_UPDATE from the engine's events.
+- Klines at any Binance interval that is a whole multiple of a symbol's file interval (5m, 1h
+  from 1m data), aggregated by ``market.aggregate_klines``; others are -1120.
+- Kline market streams ``<symbol>@kline_<interval>`` (any interval ``/fapi/v1/klines`` serves):
+  combined ``/market/stream?streams=a/b`` (``{"stream", "data"}``) and raw ``/market/ws/<a>``
+  (and the legacy ``/stream``, ``/ws/<a>``), the SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS /
+  SET_PROPERTY / GET_PROPERTY methods, at most 1024 streams a connection. The open candle is
+  pushed (``x`` false) every ``kline_update_ms`` of wall time, and every candle once more with
+  ``x`` true when it closes on the market clock (at ``speed`` > 1 several per wall second).
+  An unknown stream or more than 1024 in the URL refuse the handshake (HTTP 400); in a
+  SUBSCRIBE they get an error answer. ``/_emulator/drop_market_streams`` cuts them all.
 
 Not emulated: order modification (PUT /fapi/v1/order), GTD expiry, price match, self-trade
-prevention, isolated margin maths (marginType is recorded only), liquidation, funding.
+prevention, isolated margin maths (marginType is recorded only), liquidation, funding; market
+streams other than klines, their 24-hour lifetime and their 10 messages/s inbound limit.
 """
 
 from __future__ import annotations
@@ -40,10 +51,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from execution.emulator import exchange_info as info
-from execution.emulator.market import INTERVAL_MS, MarketReplay, load_candles, symbol_from_path
+from execution.emulator.market import (
+    INTERVAL_MS,
+    MarketReplay,
+    bucket_open_ms,
+    load_candles,
+    symbol_from_path,
+)
 from execution.engine import (
     AlgoEvent,
     AlgoOrder,
@@ -56,6 +73,7 @@ from execution.engine import (
     Order,
     OrderEvent,
 )
+from execution.venues.base import Kline
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +94,10 @@ CONDITIONAL_TYPES = frozenset(
 ALL_TYPES = REGULAR_TYPES | CONDITIONAL_TYPES
 LISTEN_KEY_TTL_MS = 60 * 60 * 1000
 TICKER = web.AppKey("ticker", asyncio.Task[None])
+#: Binance's cap on the streams of one market-stream connection.
+MAX_STREAMS_PER_CONNECTION = 1024
+KLINE_STREAM_RE = re.compile(r"^([a-z0-9_]{1,40})@kline_([0-9]{1,2}[mhdwM])$")
+MARKET_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 
 def _missing(name: str) -> ApiError:
@@ -113,6 +135,8 @@ class EmulatorConfig:
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     slippage: Decimal = Decimal("0.0002")
     seed: int = 0
+    #: Wall ms between pushes of the open candle (``x`` false) on kline streams; 0: only closes.
+    kline_update_ms: int = 250
 
 
 @dataclass
@@ -142,6 +166,20 @@ class Faults:
     rate_timeout: float = 0.0
     rate_drop: float = 0.0
     next_faults: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class MarketSocket:
+    """One market-stream connection: what it is subscribed to and the queue its writer sends.
+
+    ``streams`` maps each stream name to the open time of the first candle not yet reported
+    closed on it (in subscription order, which is what LIST_SUBSCRIPTIONS answers)."""
+
+    queue: asyncio.Queue[str | None]
+    combined: bool
+    transport: asyncio.Transport | None
+    streams: dict[str, int] = field(default_factory=dict)
+    last_update_wall_ms: int = 0
 
 
 def _fmt(value: Decimal | None, places: int) -> str:
@@ -216,6 +254,7 @@ class Emulator:
         self.listen_keys: dict[str, tuple[str, int]] = {}  # key -> (account, expiry wall ms)
         self.streams: dict[str, set[asyncio.Queue[str | None]]] = defaultdict(set)
         self._stream_keys: dict[int, str] = {}  # id(queue) -> the listen key it was opened with
+        self.market_sockets: set[MarketSocket] = set()
         self.routes = self._routes()
 
     # --- market --------------------------------------------------------------------------------
@@ -743,7 +782,7 @@ class Emulator:
         interval = req.params.get("interval", "")
         if not interval:
             raise _missing("interval")
-        if interval != self.interval_names[symbol]:
+        if not self.replay.serves(symbol, interval):
             raise ApiError(-1120, "Invalid interval.")
         limit = int(req.params.get("limit", "500") or 500)
         if not 1 <= limit <= 1500:
@@ -769,7 +808,7 @@ class Emulator:
                 "0",
             ]
             for k in self.replay.klines(
-                symbol, self.market_ms(), start_ms=start, end_ms=end, limit=limit
+                symbol, self.market_ms(), start_ms=start, end_ms=end, limit=limit, interval=interval
             )
         ]
 
@@ -1488,6 +1527,239 @@ class Emulator:
                 queue.put_nowait(payload)
                 queue.put_nowait(None)
 
+    # --- market streams (klines) ----------------------------------------------------------------
+
+    def parse_stream(self, name: str) -> tuple[str, str] | None:
+        """``(SYMBOL, interval)`` of a kline stream this emulator serves (lowercase symbol, an
+        interval ``/fapi/v1/klines`` serves for it), else None."""
+        match = KLINE_STREAM_RE.match(name)
+        if match is None:
+            return None
+        symbol, interval = match.group(1).upper(), match.group(2)
+        if symbol not in self.rules or not self.replay.serves(symbol, interval):
+            return None
+        return symbol, interval
+
+    def _streams_problem(self, names: list[str], existing: set[str]) -> str | None:
+        total = len(existing.union(names))
+        if total > MAX_STREAMS_PER_CONNECTION:
+            return (
+                f"too many streams ({total}; at most {MAX_STREAMS_PER_CONNECTION} per connection)"
+            )
+        bad = [name for name in names if self.parse_stream(name) is None]
+        if bad:
+            return f"invalid stream name(s): {', '.join(bad[:5])}"
+        return None
+
+    def _subscribe(self, sock: MarketSocket, name: str, market_ms: int) -> None:
+        parsed = self.parse_stream(name)
+        if parsed is not None and name not in sock.streams:
+            # The candle open now is the first one this subscription reports closed.
+            sock.streams[name] = bucket_open_ms(market_ms, parsed[1])
+
+    async def market_stream(self, request: web.Request) -> web.StreamResponse:
+        """Combined streams: ``/market/stream?streams=a/b`` (legacy ``/stream``)."""
+        names = [n for n in request.query.get("streams", "").split("/") if n]
+        return await self._market_socket(request, names, combined=True)
+
+    async def market_raw(self, request: web.Request) -> web.StreamResponse:
+        """Raw streams: ``/market/ws/<a>`` (or ``/market/ws`` and SUBSCRIBE; legacy ``/ws``)."""
+        names = [n for n in request.match_info.get("streams", "").split("/") if n]
+        return await self._market_socket(request, names, combined=False)
+
+    async def legacy_ws(self, request: web.Request) -> web.StreamResponse:
+        """``/ws/<name>``: a market stream when the name has an ``@``, else a listen key."""
+        name = request.match_info["listen_key"]
+        if "@" in name:
+            names = [n for n in name.split("/") if n]
+            return await self._market_socket(request, names, combined=False)
+        return await self.user_stream(request)
+
+    async def _market_socket(
+        self, request: web.Request, names: list[str], *, combined: bool
+    ) -> web.StreamResponse:
+        problem = self._streams_problem(names, set())
+        if problem is not None:
+            return web.json_response({"code": 2, "msg": f"Invalid request: {problem}"}, status=400)
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        sock = MarketSocket(queue=asyncio.Queue(), combined=combined, transport=request.transport)
+        now = self.market_ms()
+        for name in names:
+            self._subscribe(sock, name, now)
+        self.market_sockets.add(sock)
+
+        async def writer() -> None:
+            try:
+                while True:
+                    payload = await sock.queue.get()
+                    if payload is None:
+                        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"dropped")
+                        return
+                    await ws.send_str(payload)
+            except (ConnectionError, RuntimeError):  # the peer went away under us
+                return
+
+        task = asyncio.create_task(writer())
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    sock.queue.put_nowait(json.dumps(self.market_request(sock, message.data)))
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.market_sockets.discard(sock)
+            task.cancel()
+        return ws
+
+    def market_request(self, sock: MarketSocket, text: str) -> dict[str, Any]:
+        """The answer to one JSON request sent on a market stream (Binance's methods)."""
+
+        def error(code: int, msg: str, request_id: Any = None) -> dict[str, Any]:
+            return {"error": {"code": code, "msg": msg}, "id": request_id}
+
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            return error(3, f"Invalid JSON: {exc}")
+        if not isinstance(message, dict):
+            return error(2, "Invalid request: expected a JSON object")
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id < 0:
+            return error(2, "Invalid request: request ID must be an unsigned integer")
+        method = message.get("method")
+        params = message.get("params", [])
+        if method not in MARKET_METHODS:
+            return error(
+                2,
+                f"Invalid request: unknown variant {method}, expected one of "
+                f"{', '.join(MARKET_METHODS)}",
+                request_id,
+            )
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(n, str) for n in params):
+                return error(
+                    2, "Invalid request: params must be a list of stream names", request_id
+                )
+            if method == "SUBSCRIBE":
+                problem = self._streams_problem(params, set(sock.streams))
+                if problem is not None:
+                    return error(2, f"Invalid request: {problem}", request_id)
+                now = self.market_ms()
+                for name in params:
+                    self._subscribe(sock, name, now)
+            else:
+                for name in params:
+                    sock.streams.pop(name, None)
+            return {"result": None, "id": request_id}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": list(sock.streams), "id": request_id}
+        if not isinstance(params, list) or not params or params[0] != "combined":
+            return error(0, "Unknown property", request_id)
+        if method == "GET_PROPERTY":
+            return {"result": sock.combined, "id": request_id}
+        if len(params) != 2 or not isinstance(params[1], bool):
+            return error(1, "Invalid value type: expected Boolean", request_id)
+        sock.combined = params[1]
+        return {"result": None, "id": request_id}
+
+    def push_klines(self) -> None:
+        """Send every subscribed stream the candles closed since the last push (``x`` true, in
+        order; at most 1500 per push) and, every ``kline_update_ms`` of wall time, the open
+        candle as it stands (``x`` false)."""
+        if not self.market_sockets:
+            return
+        now, wall = self.market_ms(), self.wall_ms()
+        every = self.config.kline_update_ms
+        memo: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
+        for sock in list(self.market_sockets):
+            update = every > 0 and wall - sock.last_update_wall_ms >= every
+            if update:
+                sock.last_update_wall_ms = wall
+            for name, next_open in list(sock.streams.items()):
+                parsed = self.parse_stream(name)
+                if parsed is None:
+                    continue
+                symbol, interval = parsed
+                top = bucket_open_ms(now, interval)
+                if next_open < top:
+                    key = (name, next_open, True)
+                    if key not in memo:
+                        closed = self.replay.klines(
+                            symbol, now, start_ms=next_open, end_ms=top - 1, limit=1500,
+                            interval=interval,
+                        )  # fmt: skip
+                        memo[key] = [
+                            self.kline_event(symbol, interval, k, now, True) for k in closed
+                        ]
+                    for event in memo[key]:
+                        self._send_market(sock, name, event)
+                    sock.streams[name] = top
+                if update:
+                    key = (name, top, False)
+                    if key not in memo:
+                        current = self.replay.klines(
+                            symbol, now, start_ms=top, limit=1, interval=interval
+                        )
+                        memo[key] = [
+                            self.kline_event(symbol, interval, k, now, False)
+                            for k in current
+                            if k.open_time_ms == top
+                        ]
+                    for event in memo[key]:
+                        self._send_market(sock, name, event)
+
+    @staticmethod
+    def _send_market(sock: MarketSocket, name: str, event: dict[str, Any]) -> None:
+        payload = {"stream": name, "data": event} if sock.combined else event
+        sock.queue.put_nowait(json.dumps(payload))
+
+    def kline_event(
+        self, symbol: str, interval: str, k: Kline, market_ms: int, closed: bool
+    ) -> dict[str, Any]:
+        """A Binance kline stream event (prices at the symbol's precision, as strings). Trade ids
+        are made up: the open time in seconds onwards, -1 for a candle without trades."""
+        pp, _ = self._precision(symbol)
+        first = k.open_time_ms // 1000 if k.trades else -1
+        last = first + k.trades - 1 if k.trades else -1
+        return {
+            "e": "kline",
+            "E": market_ms,
+            "s": symbol,
+            "k": {
+                "t": k.open_time_ms,
+                "T": k.close_time_ms,
+                "s": symbol,
+                "i": interval,
+                "f": first,
+                "L": last,
+                "o": _fmt(k.open, pp),
+                "c": _fmt(k.close, pp),
+                "h": _fmt(k.high, pp),
+                "l": _fmt(k.low, pp),
+                "v": f"{k.volume:f}",
+                "n": k.trades,
+                "x": closed,
+                "q": f"{k.quote_volume:f}",
+                "V": f"{k.taker_buy_base:f}",
+                "Q": f"{k.taker_buy_quote:f}",
+                "B": "0",
+            },
+        }
+
+    def drop_market_streams(self, *, abort: bool = False) -> int:
+        """Cut every market-stream connection (a fault for reconnect tests): closed with 1001
+        (going away), or with ``abort`` the TCP connection reset without a close frame. Returns
+        how many were cut."""
+        socks = list(self.market_sockets)
+        self.market_sockets.clear()
+        for sock in socks:
+            if abort and sock.transport is not None:
+                sock.transport.abort()
+            else:
+                sock.queue.put_nowait(None)
+        return len(socks)
+
     # --- control API ---------------------------------------------------------------------------
 
     async def control(self, request: web.Request) -> web.Response:
@@ -1530,6 +1802,11 @@ class Emulator:
                 self.statuses[str(body["symbol"])] = str(body["status"])
             elif action == "expire_listen_key":
                 self.expire_listen_key(str(body["listen_key"]))
+            elif action == "drop_market_streams":
+                mode = str(body.get("mode", "close"))
+                if mode not in ("close", "abort"):
+                    raise ValueError(f"mode must be close or abort, not {mode!r}")
+                self.drop_market_streams(abort=mode == "abort")
             elif action == "reset_limits":
                 self.weight_used.clear()
                 self.orders_used.clear()
@@ -1547,6 +1824,10 @@ class Emulator:
             "server_time_ms": self.wall_ms(),
             "speed": str(self.config.speed),
             "prices": {s: f"{p:f}" for s, p in sorted(self.engine.prices.items())},
+            "market_streams": {
+                "connections": len(self.market_sockets),
+                "streams": sum(len(sock.streams) for sock in self.market_sockets),
+            },
             "statuses": {s: self.statuses.get(s, "TRADING") for s in sorted(self.rules)},
             "faults": {
                 "latency_ms": self.faults.latency_ms,
@@ -1560,9 +1841,15 @@ class Emulator:
     # --- application ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # Long lines: a combined-stream URL may name up to 1024 streams.
+        app = web.Application(handler_args={"max_line_size": 65536})
         app.router.add_get("/private/ws", self.user_stream)
-        app.router.add_get("/ws/{listen_key}", self.user_stream)
+        app.router.add_get("/market/stream", self.market_stream)
+        app.router.add_get("/stream", self.market_stream)
+        app.router.add_get("/market/ws", self.market_raw)
+        app.router.add_get("/market/ws/{streams:.+}", self.market_raw)
+        app.router.add_get("/ws", self.market_raw)
+        app.router.add_get("/ws/{listen_key:.+}", self.legacy_ws)
         if self.config.control:
             app.router.add_route("*", "/_emulator/{action}", self.control)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
@@ -1576,6 +1863,7 @@ class Emulator:
                 await asyncio.sleep(0.05)
                 try:
                     self.sync_market()
+                    self.push_klines()
                     now = self.wall_ms()
                     for key in [k for k, (_, exp) in self.listen_keys.items() if exp <= now]:
                         self.expire_listen_key(key)
@@ -1589,6 +1877,7 @@ class Emulator:
         for queues in self.streams.values():
             for queue in list(queues):
                 queue.put_nowait(None)
+        self.drop_market_streams()
 
 
 def load_accounts(path: Path) -> tuple[AccountSpec, ...]:
