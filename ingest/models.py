@@ -24,6 +24,9 @@ class Kline(models.Model):
     trades = models.BigIntegerField(default=0)
     taker_buy_base = models.DecimalField(max_digits=28, decimal_places=10, default=0)
     taker_buy_quote = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    #: When this candle was handed to the next stage (``ingest.handoff.candle_closed``); null
+    #: for history that never started the chain. Set once, whichever path saw the close first.
+    chain_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

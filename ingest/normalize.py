@@ -12,7 +12,8 @@ Unlike ``execution.emulator.market.load_candles`` (which raises on the first bad
 replay must not run on bad data), an import keeps going: every row that cannot be read or fails a
 sanity rule becomes a ``BadRow(line, reason)`` and the others are kept.
 
-Bad-tick rules (``bad_tick_reason``): high below low; open or close outside ``[low, high]``;
+Bad-tick rules (``bad_tick_reason``; ``bad_tick`` also names the rule, see ``BAD_TICK_RULES``):
+high below low; open or close outside ``[low, high]``;
 a price that is not positive; a volume that is NaN or negative; and a spike, i.e. a close that
 moved more than ``max_move_pct`` percent from the previous good close *without volume
 confirmation*. Volume confirms a move when it is at least ``min_volume_fraction`` of the median
@@ -55,6 +56,8 @@ KLINE_COLUMNS = (
     "taker_buy_quote",
     "ignore",
 )
+#: The values stored per candle besides its symbol, interval and open time, in dump order.
+STORED_COLUMNS = KLINE_COLUMNS[1:-1]
 REQUIRED_COLUMNS = frozenset(KLINE_COLUMNS[:6])
 _DECIMAL_COLUMNS = ("quote_volume", "taker_buy_base", "taker_buy_quote")
 #: Header names as Binance (and the project's CSVs) spell them -> canonical name.
@@ -102,6 +105,22 @@ class BadRow:
     line: int
     reason: str
     source: str = ""
+    #: The bad-tick rule that rejected it (``BAD_TICK_RULES``); empty for an unreadable row.
+    rule: str = ""
+
+
+#: Stable short names of the bad-tick rules (log fields and metric labels), in checking order.
+BAD_TICK_RULES = (
+    "non_positive_price",
+    "high_below_low",
+    "open_outside_range",
+    "close_outside_range",
+    "volume_nan",
+    "volume_negative",
+    "other_volume_invalid",
+    "close_before_open",
+    "move_unconfirmed",
+)
 
 
 class _RowError(ValueError):
@@ -182,26 +201,51 @@ def bad_tick_reason(
 
     ``previous_close`` is the close of the last good candle before it (``None`` for the first);
     ``trailing_volumes`` the volumes of the good candles before it that confirm a move."""
+    found = bad_tick(
+        row,
+        previous_close,
+        max_move_pct=max_move_pct,
+        trailing_volumes=trailing_volumes,
+        min_volume_fraction=min_volume_fraction,
+    )
+    return None if found is None else found[1]
+
+
+def bad_tick(
+    row: KlineRow,
+    previous_close: Decimal | None,
+    *,
+    max_move_pct: Decimal = MAX_MOVE_PCT,
+    trailing_volumes: Sequence[Decimal] = (),
+    min_volume_fraction: Decimal = MIN_VOLUME_FRACTION,
+) -> tuple[str, str] | None:
+    """``bad_tick_reason`` with the rule's short name: ``(rule, message)`` or ``None``."""
     for name in ("open", "high", "low", "close"):
         price: Decimal = getattr(row, name)
         if price.is_nan() or price <= 0:
-            return f"{name} {price} is not positive"
+            return "non_positive_price", f"{name} {price} is not positive"
     if row.high < row.low:
-        return f"high {row.high} is below low {row.low}"
+        return "high_below_low", f"high {row.high} is below low {row.low}"
     for name in ("open", "close"):
         price = getattr(row, name)
         if not row.low <= price <= row.high:
-            return f"{name} {price} is outside [low {row.low}, high {row.high}]"
+            return (
+                f"{name}_outside_range",
+                f"{name} {price} is outside [low {row.low}, high {row.high}]",
+            )
     if row.volume.is_nan():
-        return "volume is NaN"
+        return "volume_nan", "volume is NaN"
     if row.volume < 0:
-        return f"volume {row.volume} is negative"
+        return "volume_negative", f"volume {row.volume} is negative"
     for name in _DECIMAL_COLUMNS:
         value: Decimal = getattr(row, name)
         if value.is_nan() or value < 0:
-            return f"{name} {value} is negative or NaN"
+            return "other_volume_invalid", f"{name} {value} is negative or NaN"
     if row.close_time_ms is not None and row.close_time_ms < row.open_time_ms:
-        return f"close_time {row.close_time_ms} is before open_time {row.open_time_ms}"
+        return (
+            "close_before_open",
+            f"close_time {row.close_time_ms} is before open_time {row.open_time_ms}",
+        )
     if previous_close is not None and previous_close > 0:
         move_pct = abs(row.close - previous_close) * 100 / previous_close
         if move_pct > max_move_pct:
@@ -211,7 +255,7 @@ def bad_tick_reason(
             else:
                 confirmed = row.volume > 0
             if not confirmed:
-                return (
+                return "move_unconfirmed", (
                     f"close {row.close} moved {move_pct:.2f}% from the previous close "
                     f"{previous_close} (limit {max_move_pct}%) without volume confirmation "
                     f"(volume {row.volume})"
@@ -239,19 +283,19 @@ def rows_validate(
     previous: Decimal | None = None
     for open_ms in sorted(by_open):
         row = by_open[open_ms]
-        reason = bad_tick_reason(
+        found = bad_tick(
             row,
             previous,
             max_move_pct=max_move_pct,
             trailing_volumes=volumes,
             min_volume_fraction=min_volume_fraction,
         )
-        if reason is None:
+        if found is None:
             good.append(row)
             previous = row.close
             volumes.append(row.volume)
         else:
-            bad.append(BadRow(row.line, reason, source))
+            bad.append(BadRow(row.line, found[1], source, found[0]))
     bad.sort(key=lambda b: b.line)
     return good, bad
 
