@@ -103,3 +103,55 @@ class WebhookToken(models.Model):
 
     def __str__(self) -> str:
         return f"webhook token of {self.owner_id}"
+
+
+class EvaluationStatus(models.TextChoices):
+    EVALUATED = "EVALUATED", "Evaluated"
+    WARMING_UP = "WARMING_UP", "Warming up: not enough candles yet"
+    REFUSED = "REFUSED", "Refused: stale or gapped candles"
+
+
+class Evaluation(models.Model):
+    """One evaluation of one strategy with one set of params on one closed candle.
+
+    Unique per (symbol, interval, candle, strategy, params): however often the candle is handed
+    off or its task redelivered, a strategy looks at it once. Keeps the regime and the
+    decisions, so every strategy signal can be explained."""
+
+    symbol = models.CharField(max_length=32)
+    interval = models.CharField(max_length=4, choices=[(i, i) for i in domain.INTERVALS])
+    candle_time = models.DateTimeField(help_text="Open time of the candle that just closed.")
+    strategy = models.CharField(max_length=64)
+    params_hash = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=EvaluationStatus.choices)
+    reason = models.CharField(max_length=300, blank=True)
+    regime = models.CharField(max_length=20, blank=True)
+    #: The regime reading: ADX, ATR %, EMA slope and why it was classified so.
+    regime_detail = models.JSONField(default=dict, blank=True)
+    #: The strategy's decisions, as JSON (prices as strings).
+    decisions = models.JSONField(default=list, blank=True)
+    #: The side the strategy is armed on after this evaluation (until ``armed_until``).
+    armed_side = models.CharField(max_length=4, blank=True)
+    armed_until = models.DateTimeField(null=True, blank=True)
+    candles = models.PositiveIntegerField(default=0, help_text="Candles in the window.")
+    duration_ms = models.FloatField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["symbol", "interval", "candle_time", "strategy", "params_hash"],
+                name="evaluation_once_per_candle",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["strategy", "params_hash", "symbol", "interval", "-candle_time"],
+                name="evaluation_latest",
+            )
+        ]
+        ordering = ["-candle_time", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.strategy} {self.symbol} {self.interval} {self.candle_time:%Y-%m-%d %H:%M}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import factory
 from django.contrib.auth.models import User
 
+from signals.models import Evaluation, EvaluationStatus
+from signals.services import params_hash
 from trader import services
 from trader.models import ApiCredential, Bot, Environment
 
@@ -57,3 +60,21 @@ class BotFactory(factory.django.DjangoModelFactory[Bot]):
     max_position_notional = Decimal("1000")
     max_open_positions = 1
     daily_loss_limit_pct = Decimal("5")
+
+
+class EvaluationFactory(factory.django.DjangoModelFactory[Evaluation]):
+    """An evaluation of ``strategy``/``params`` on a 1h BTCUSDT candle; ``params_hash`` follows
+    ``params`` as the chain computes it."""
+
+    class Meta:
+        model = Evaluation
+
+    symbol = "BTCUSDT"
+    interval = "1h"
+    candle_time = factory.Sequence(lambda n: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=n))
+    strategy = "trend_breakout"
+    params = factory.LazyFunction(dict)
+    params_hash = factory.LazyAttribute(lambda o: params_hash(o.params))
+    status = EvaluationStatus.EVALUATED
+    regime = "ranging"
+    candles = 120

@@ -5,6 +5,7 @@ Writes go through the services, so the admin enforces exactly the API's rules.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -12,7 +13,11 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from signals.selectors import StrategyInfo, strategies_info, strategy_info
+from signals.strategies.registry import UnknownStrategyError
 from trader import services
 from trader.models import Alert, ApiCredential, Bot, BotStatus, Heartbeat
 
@@ -136,14 +141,83 @@ class BotForm(forms.ModelForm):
         return data
 
 
+def _schema_type(spec: dict[str, Any]) -> str:
+    kind = spec.get("type", "")
+    return " | ".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+
+
+def _schema_bound(spec: dict[str, Any], inclusive: str, exclusive: str, sign: str) -> str:
+    if inclusive in spec:
+        return str(spec[inclusive])
+    return f"{sign} {spec[exclusive]}" if exclusive in spec else ""
+
+
+def strategy_params_html(info: StrategyInfo) -> SafeString:
+    """One strategy's description, defaults and a row per param (type, min, max, default,
+    description); every value is escaped."""
+    kind = "" if info.enabled else " (disabled)"
+    head = format_html(
+        "<p><strong>{}</strong>{}: {}<br>Warm-up (defaults): {} candles. Defaults: <code>{}</code>"
+        "</p>",
+        info.key,
+        kind,
+        info.description,
+        info.warmup,
+        json.dumps(info.defaults, sort_keys=True),
+    )
+    properties: dict[str, Any] = info.params_schema.get("properties", {})
+    if not properties:
+        return format_html("{}<p>No params: use {{}}.</p>", head)
+    rows = (
+        (
+            name,
+            _schema_type(spec),
+            _schema_bound(spec, "minimum", "exclusiveMinimum", ">"),
+            _schema_bound(spec, "maximum", "exclusiveMaximum", "<"),
+            json.dumps(spec["default"]) if "default" in spec else "",
+            spec.get("description", ""),
+        )
+        for name, spec in properties.items()
+    )
+    return format_html(
+        "{}<table><thead><tr><th>Param</th><th>Type</th><th>Min</th><th>Max</th><th>Default</th>"
+        "<th>Description</th></tr></thead><tbody>{}</tbody></table>",
+        head,
+        format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td></tr>",
+            rows,
+        ),
+    )
+
+
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
     form = BotForm
     list_display = ["name", "owner", "symbol", "interval", "strategy", "environment", "status"]
     list_filter = ["status", "environment", "interval", "strategy"]
     search_fields = ["name", "symbol", "owner__username"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["strategy_params_schema", "created_at", "updated_at"]
     actions = ["pause_bots", "resume_bots"]
+
+    def get_fields(self, request: HttpRequest, obj: Bot | None = None) -> Any:
+        # The params schema right under the params it describes.
+        fields = [f for f in super().get_fields(request, obj) if f != "strategy_params_schema"]
+        at = fields.index("strategy_params") + 1 if "strategy_params" in fields else len(fields)
+        return [*fields[:at], "strategy_params_schema", *fields[at:]]
+
+    @admin.display(description="Strategy params schema")
+    def strategy_params_schema(self, obj: Bot | None) -> SafeString:
+        """The bot's strategy's params; for a new bot, every strategy's."""
+        if obj is None or obj.pk is None:
+            return format_html_join(
+                "", "<div>{}</div>", ((strategy_params_html(i),) for i in strategies_info())
+            )
+        try:
+            return strategy_params_html(strategy_info(obj.strategy))
+        except UnknownStrategyError:
+            return format_html("<p>Strategy {} is not registered.</p>", obj.strategy)
 
     def save_model(self, request: HttpRequest, obj: Bot, form: Any, change: bool) -> None:
         services.bot_save(bot=obj)

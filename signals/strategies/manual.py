@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from signals.strategies.base import Strategy
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from signals.strategies.base import Candles, Decision, Strategy, StrategyState
 from signals.strategies.registry import register
 
 
 @register
 class ManualStrategy(Strategy):
     key = "manual"
+    evaluated = False
+
+    def evaluate(
+        self,
+        *,
+        candles: Candles,
+        state: StrategyState,
+        params: Mapping[str, Any],
+        now: datetime,
+    ) -> list[Decision]:
+        return []

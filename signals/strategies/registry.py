@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 S = TypeVar("S", bound="type[Strategy]")
 
 _REGISTRY: dict[str, type[Strategy]] = {}
-_BUILTIN_MODULES = ("signals.strategies.manual",)
+_BUILTIN_MODULES = (
+    "signals.strategies.manual",
+    "signals.strategies.trend_breakout",
+    "signals.strategies.range_reversion",
+)
 
 
 class UnknownStrategyError(LookupError):
@@ -35,13 +39,28 @@ def register(cls: S) -> S:
 
 
 def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
+    """Import the built-in strategies and the extra modules named by ``STRATEGY_MODULES``
+    (dotted paths: a deployment's own strategies register themselves when imported)."""
+    from django.conf import settings
+
+    extra = tuple(getattr(settings, "STRATEGY_MODULES", ()) if settings.configured else ())
+    for module in (*_BUILTIN_MODULES, *extra):
         importlib.import_module(module)
+
+
+def is_enabled(key: str) -> bool:
+    """A strategy runs only if its class is enabled and ``STRATEGIES_DISABLED`` does not name
+    it (the operator's switch: bots keep their settings, the chain stops evaluating it)."""
+    from django.conf import settings
+
+    disabled = set(getattr(settings, "STRATEGIES_DISABLED", ()) if settings.configured else ())
+    return get_strategy(key).enabled and key not in disabled
 
 
 def strategy_keys(*, enabled_only: bool = True) -> list[str]:
     _load_builtins()
-    return sorted(key for key, cls in _REGISTRY.items() if cls.enabled or not enabled_only)
+    keys = sorted(_REGISTRY)
+    return [key for key in keys if not enabled_only or is_enabled(key)]
 
 
 def get_strategy(key: str) -> type[Strategy]:
@@ -65,4 +84,7 @@ def validate_strategy_params(key: str, params: Any) -> dict[str, Any]:
         raise StrategyParamsError(errors)
     if not isinstance(params, dict):  # the schema says object; this keeps the type honest
         raise StrategyParamsError(["(params): must be an object"])
+    errors = get_strategy(key).check_params(params)
+    if errors:
+        raise StrategyParamsError(errors)
     return params

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from trader.api import trading, views
+from trader.api import strategies, trading, views
 
 router = DefaultRouter()
 router.register("credentials", views.ApiCredentialViewSet, basename="credential")
@@ -12,6 +12,8 @@ router.register("orders", trading.OrderViewSet, basename="order")
 router.register("alerts", trading.AlertViewSet, basename="alert")
 router.register("positions", trading.PositionViewSet, basename="position")
 router.register("fills", trading.FillViewSet, basename="fill")
+router.register("strategies", strategies.StrategyViewSet, basename="strategy")
+router.register("evaluations", strategies.EvaluationViewSet, basename="evaluation")
 
 urlpatterns = [
     path("auth/token/", views.ThrottledTokenObtainPairView.as_view(), name="token-obtain"),
