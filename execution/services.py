@@ -62,6 +62,7 @@ from execution.venues.base import OrderRequest, OrderType, Side, TimeInForce, Ve
 from execution.venues.binance import LIVE_URL, TESTNET_URL, BinanceFuturesVenue, VenueSettings
 from signals.models import Signal
 from trader.alerts import alert
+from trader.clock import market_now, market_speed
 from trader.crypto import credential_key_pair
 from trader.domain import INTERVAL_SECONDS
 from trader.models import ApiCredential, Bot, Environment
@@ -485,6 +486,17 @@ def _optional_decimal(raw: str) -> Decimal | None:
     return Decimal(raw) if raw else None
 
 
+def _candle_close_on_wall(candle_time: datetime, interval_s: int, now: datetime) -> datetime:
+    """When the signal's candle closed, in wall time. Against Binance market time is wall time;
+    on an emulator replaying ``speed`` times faster the market clock runs ahead, and the
+    candle's market age is scaled back to wall seconds (``trader.clock``)."""
+    close = candle_time + timedelta(seconds=interval_s)
+    if settings.MARKET_CLOCK != "emulator":
+        return close
+    market_age = (market_now() - close).total_seconds()
+    return now - timedelta(seconds=market_age / float(market_speed()))
+
+
 def _risk_input(
     *,
     bot: Bot,
@@ -513,10 +525,12 @@ def _risk_input(
         bot_environment=bot.environment,
         has_credential=bot.credential_id is not None,
         symbol_tradable=None if rules is None else bool(rules.tradable),
-        candle_close_time=signal.candle_time + timedelta(seconds=interval_s)
+        candle_close_time=_candle_close_on_wall(signal.candle_time, interval_s, now)
         if signal.source == "STRATEGY"
         else None,
-        max_data_age=timedelta(seconds=interval_s * settings.MAX_SIGNAL_CANDLE_AGE_INTERVALS),
+        max_data_age=timedelta(
+            seconds=interval_s * settings.MAX_SIGNAL_CANDLE_AGE_INTERVALS / float(market_speed())
+        ),
         cooldown_until=cooldown_until(bot_id=bot.pk, symbol=signal.symbol, now=now),
         exposure=_exposure(bot, trades),
         new_notional=new_notional,

@@ -91,3 +91,12 @@ def monitor_reconcile() -> None:
     from execution.monitor import monitor_run
 
     monitor_run(full=True)
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=60, time_limit=90)
+def paper_feed(symbol: str, interval: str, open_ms: int) -> None:
+    """DRY_RUN: walk a closed candle through the paper accounts on its symbol, then sync their
+    orders (``execution.paper_market``). Idempotent: each account walks a candle once."""
+    from execution.paper_market import paper_feed_candle
+
+    paper_feed_candle(symbol=symbol, interval=interval, open_ms=open_ms)

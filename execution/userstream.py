@@ -44,7 +44,7 @@ from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db import connections
 from django.db.models import Q
 from prometheus_client import Counter
 from websockets.asyncio.client import ClientConnection, connect
@@ -56,6 +56,7 @@ from execution.services import venue_for_credential
 from execution.states import OPEN, IllegalTransition
 from execution.venues import errors
 from execution.venues.binance import BinanceFuturesVenue
+from trader.dbthreads import orm_call
 from trader.models import ApiCredential, BotStatus, Environment
 
 log = logging.getLogger(__name__)
@@ -184,18 +185,6 @@ def _event_apply(*, account: str, event: dict[str, Any]) -> Order | None:
         return event_apply(account=account, event=event)
 
 
-def _orm_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run ORM code on a long-lived worker thread the way a request would: drop a connection
-    that is too old or broken first, and retry once when the connection fails under us
-    (``event_apply`` is idempotent, so a second run is safe)."""
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    except (InterfaceError, OperationalError):
-        connections["default"].close()
-        return fn(*args, **kwargs)
-
-
 # --- the stream --------------------------------------------------------------------------------
 
 
@@ -251,7 +240,7 @@ class _AccountStream:
     async def _db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._orm, functools.partial(_orm_call, fn, *args, **kwargs)
+            self._orm, functools.partial(orm_call, fn, *args, **kwargs)
         )
 
     async def run(self) -> None:
@@ -527,7 +516,7 @@ class UserStream:
     async def _refresh(self) -> None:
         try:
             targets = await asyncio.get_running_loop().run_in_executor(
-                self._orm, functools.partial(_orm_call, stream_targets)
+                self._orm, functools.partial(orm_call, stream_targets)
             )
         except Exception as exc:  # the database is away: keep streaming what we have
             log.warning("userstream: cannot list accounts: %s", type(exc).__name__)

@@ -8,7 +8,6 @@ the venue outside their own transactions, as with a real one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -34,6 +33,8 @@ from execution.venues.paper import PaperVenue
 
 T = TypeVar("T")
 ACCOUNT = "paper"
+#: In the account row's state: the open time of the last candle fed, per symbol.
+FED_KEY = "fed_open_ms"
 
 
 @cache
@@ -44,7 +45,10 @@ def paper_rules() -> dict[str, SymbolRules]:
 
 
 def _wall_ms() -> int:
-    return int(time.time() * 1000)
+    # The market clock (trader.clock): the wall clock, or the emulator's faster replay clock.
+    from trader.clock import market_now_ms
+
+    return market_now_ms()
 
 
 class PersistentPaperVenue:
@@ -81,7 +85,10 @@ class PersistentPaperVenue:
             yield PaperVenue(
                 engine=engine, account_id=ACCOUNT, rules=paper_rules(), clock=self.clock
             )
+            fed = (row.state or {}).get(FED_KEY)
             row.state = engine.dump_state()
+            if fed:
+                row.state[FED_KEY] = fed
             row.save(update_fields=["state", "updated_at"])
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -96,6 +103,25 @@ class PersistentPaperVenue:
 
     def feed(self, symbol: str, candle: Kline) -> None:
         self._call("feed", symbol, candle)
+
+    def feed_closed(self, symbol: str, candle: Kline) -> bool:
+        """Walk a closed candle once: a candle at or before the last one fed to this account
+        for ``symbol`` is skipped (a redelivered task must not walk the same stretch twice,
+        which could fill an order placed since at a price already left behind)."""
+        with transaction.atomic():
+            row, _ = PaperAccount.objects.select_for_update().get_or_create(
+                bot_id=self.bot_id, defaults={"state": {}}
+            )
+            fed = dict((row.state or {}).get(FED_KEY) or {})
+            if int(fed.get(symbol, -1)) >= candle.open_time_ms:
+                return False
+            with self._session() as venue:
+                venue.feed(symbol, candle)
+            row.refresh_from_db(fields=["state"])
+            fed[symbol] = candle.open_time_ms
+            row.state[FED_KEY] = fed
+            row.save(update_fields=["state", "updated_at"])
+        return True
 
     # --- the port -------------------------------------------------------------------------------
 

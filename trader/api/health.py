@@ -47,6 +47,27 @@ def _check_migrations() -> str | None:
     return None
 
 
+def _market_data() -> dict[str, Any]:
+    """Feeds of active bots whose newest candle is stale (or missing). Reported only: stale
+    market data is the workers' problem, and the API must stay usable to pause bots."""
+    from ingest.selectors import feed_freshness
+
+    try:
+        rows = feed_freshness()
+    except Exception as exc:  # e.g. the emulator's market clock unreachable
+        return {"error": _error(exc)}
+    return {
+        "stale": [row.name for row in rows if row.stale],
+        "feeds": {
+            row.name: {
+                "age_s": None if row.age_seconds is None else round(row.age_seconds, 1),
+                "stale": row.stale,
+            }
+            for row in rows
+        },
+    }
+
+
 def _check_broker() -> str | None:
     try:
         with celery_app.connection_for_write() as conn:
@@ -61,7 +82,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: database reachable, migrations applied, broker reachable.
 
     Workers and beat are reported (a dead worker is told from a live one) but do not make the
-    web process unready: the API stays usable, e.g. to pause bots, while workers restart.
+    web process unready: the API stays usable, e.g. to pause bots, while workers restart. So are
+    the active bots' market-data feeds (``market_data.stale``).
     """
     checks = {
         "database": _check_database(),
@@ -81,4 +103,5 @@ def readyz(request: HttpRequest) -> JsonResponse:
             p.name: {"alive": p.alive, "age_s": None if p.age_s is None else round(p.age_s, 1)}
             for p in process_health(now=timezone.now())
         }
+        body["market_data"] = _market_data()
     return JsonResponse(body, status=503 if failing else 200)
