@@ -23,8 +23,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## Create the virtualenv and install the pinned dependencies (if changed)
 
-run: install ## Run the platform on embedded defaults: migrate, admin user, web + worker + beat
-	$(MANAGE) run_platform
+run: install ## Run the whole pipeline live on embedded defaults: emulator replaying real data, paper bots, web, worker, beat, streams
+	$(MANAGE) run_platform --demo
 
 test: install lint typecheck check-migrations pytest ## Everything CI checks: lint, types, migrations, tests
 
