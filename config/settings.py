@@ -191,6 +191,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # Seconds between looks at the queue folders (kombu's default is 1 s, which alone would
+        # add seconds to a chain of tasks).
+        "polling_interval": env.float("CELERY_FILESYSTEM_POLL_S", default=0.1),
     }
 else:
     # Keep every countdown/ETA below this (tasks are redelivered after it on Redis).
@@ -252,6 +255,56 @@ if EXCHANGE_INFO_REFRESH_S > 0:
         "schedule": timedelta(seconds=EXCHANGE_INFO_REFRESH_S),
         "options": {"expires": EXCHANGE_INFO_REFRESH_S},
     }
+
+# --- Market data (ingest) ---------------------------------------------------------------------
+# The market clock (trader.clock): "wall" against Binance; "emulator" reads the emulator's
+# replay clock (the make run demo replays candles faster than real time).
+MARKET_CLOCK = env.str("MARKET_CLOCK", default="wall")
+MARKET_CLOCK_RESYNC_S = env.float("MARKET_CLOCK_RESYNC_S", default=30.0)
+# Candles whose move from the previous close exceeds this percent without volume confirmation
+# are rejected as bad ticks.
+INGEST_MAX_MOVE_PCT = env.str("INGEST_MAX_MOVE_PCT", default="10")
+# Beat looks for closed candles this often; each fetch waits a random 0..JITTER after the close
+# (the exchange needs a moment to finalise the candle, and many pairs should not fire together).
+INGEST_TICK_S = env.float("INGEST_TICK_S", default=1.0)
+INGEST_JITTER_S = env.float("INGEST_JITTER_S", default=2.0)
+# A feed whose newest closed candle is older than this many intervals is stale.
+INGEST_STALE_INTERVALS = env.float("INGEST_STALE_INTERVALS", default=3.0)
+# Intervals built from stored 1m candles instead of being fetched.
+INGEST_DERIVED_INTERVALS = tuple(
+    env.list("INGEST_DERIVED_INTERVALS", default=["2m", "5m", "15m", "1h", "4h"])
+)
+# Which Binance environment market data (klines) is read from: TESTNET or LIVE; empty: LIVE when
+# TRADING_MODE=LIVE, else TESTNET. BINANCE_BASE_URL (the emulator) wins over both.
+INGEST_ENVIRONMENT = env.str("INGEST_ENVIRONMENT", default="")
+# The kline websocket stream (manage.py stream_klines, from INGEST_ENVIRONMENT's streams):
+# reconnect backoff (doubling from BASE, capped, jittered), how often the wanted feeds are re-read.
+STREAM_RECONNECT_BASE_S = env.float("STREAM_RECONNECT_BASE_S", default=1.0)
+STREAM_RECONNECT_CAP_S = env.float("STREAM_RECONNECT_CAP_S", default=60.0)
+STREAM_RESUBSCRIBE_S = env.float("STREAM_RESUBSCRIBE_S", default=30.0)
+if INGEST_TICK_S > 0:
+    CELERY_BEAT_SCHEDULE["ingest-due"] = {
+        "task": "ingest.tasks.ingest_due",
+        "schedule": timedelta(seconds=INGEST_TICK_S),
+        "options": {"expires": max(INGEST_TICK_S, 1.0)},
+    }
+
+# --- Signals: strategies ----------------------------------------------------------------------
+# Extra modules whose strategies register themselves on import (dotted paths, comma-separated).
+STRATEGY_MODULES = tuple(env.list("STRATEGY_MODULES", default=[]))
+# Strategies the chain does not evaluate and new bots cannot choose (keys, comma-separated).
+STRATEGIES_DISABLED = tuple(env.list("STRATEGIES_DISABLED", default=[]))
+
+# --- Signals: regime thresholds (signals.regime) ----------------------------------------------
+# ADX at or above REGIME_ADX_TREND is a trend; a trend holds while ADX stays above
+# REGIME_ADX_RANGE (hysteresis); below it the market ranges.
+REGIME_ADX_TREND = env.float("REGIME_ADX_TREND", default=25.0)
+REGIME_ADX_RANGE = env.float("REGIME_ADX_RANGE", default=20.0)
+# For 1h candles, scaled to other intervals by the square root of their length (ATR % and EMA
+# slope grow so): ATR as a percent of the close above which the market is "high volatility"
+# (wins over trend), and the least the slow EMA must move, in percent per candle, for a trend.
+REGIME_ATR_PCT_HIGH = env.float("REGIME_ATR_PCT_HIGH", default=2.5)
+REGIME_EMA_SLOPE_MIN_PCT = env.float("REGIME_EMA_SLOPE_MIN_PCT", default=0.03)
 
 # --- Execution and risk -----------------------------------------------------------------------
 # Prefix of every client order id we send: two platforms sharing one exchange account must
