@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from execution.models import DeliveryStatus, KillScope, Order, SignalDelivery
+from execution.models import DeliveryStatus, KillScope, KillSwitch, Order, SignalDelivery
 from execution.services import kill_switch_engage
 from execution.states import OrderState
 from execution.tasks import execute_delivery
@@ -452,6 +452,11 @@ def test_kill_switch_stops_new_entries_within_one_second_and_cancels_20_bots_ope
         ),
         timeout=30,
         step=0.05,
+    )
+    # The sweep records what it did once it has cancelled everything: wait for that record,
+    # not just for the last cancel, which lands a moment before it.
+    wait_until(
+        lambda: len(KillSwitch.objects.get(pk=switch.pk).actions) >= 20, timeout=30, step=0.05
     )
     switch.refresh_from_db()
     refusals = SignalDelivery.objects.filter(signal=after)
