@@ -334,6 +334,9 @@ CIRCUIT_ERRORS = env.int("CIRCUIT_ERRORS", default=5)
 CIRCUIT_WINDOW_S = env.int("CIRCUIT_WINDOW_S", default=60)
 CIRCUIT_OPEN_S = env.int("CIRCUIT_OPEN_S", default=120)
 PAPER_BALANCE_USDT = env.str("PAPER_BALANCE_USDT", default="10000")
+# Closed orders (and closed algo orders) a paper account remembers, newest first, with their
+# trades; the platform's own history is in Postgres. Bounds the state rewritten on every call.
+PAPER_HISTORY_KEEP = env.int("PAPER_HISTORY_KEEP", default=100)
 PAPER_MAKER_FEE = MAKER_FEE
 PAPER_TAKER_FEE = TAKER_FEE
 ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")

@@ -349,6 +349,26 @@ class MatchingEngine:
             account.trades = [decimals(Trade, t) for t in row["trades"]]
             self.accounts[account.account_id] = account
 
+    def forget_history(self, account_id: str, *, keep: int) -> int:
+        """Forget all but the ``keep`` newest closed orders and closed algo orders of an account,
+        and the trades of the orders forgotten; open ones are never forgotten, and ids are never
+        reused. Binance, too, forgets old orders (cancelled ones after three days); a paper
+        account's state is rewritten on every call, so it must not grow with every trade.
+        Returns how many orders, algo orders and trades were forgotten."""
+        account = self.account(account_id)
+        closed = [o.order_id for o in account.orders.values() if not o.is_open]
+        closed_algos = [a.algo_id for a in account.algos.values() if not a.is_open]
+        drop = set(closed[: max(0, len(closed) - keep)])
+        drop_algos = closed_algos[: max(0, len(closed_algos) - keep)]
+        for order_id in drop:
+            del account.orders[order_id]
+        for algo_id in drop_algos:
+            del account.algos[algo_id]
+        kept_trades = [t for t in account.trades if t.order_id not in drop]
+        forgotten = len(drop) + len(drop_algos) + len(account.trades) - len(kept_trades)
+        account.trades = kept_trades
+        return forgotten
+
     # --- accounts ------------------------------------------------------------------------------
 
     def add_account(self, account_id: str, balances: Mapping[str, Decimal]) -> Account:

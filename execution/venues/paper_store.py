@@ -86,6 +86,7 @@ class PersistentPaperVenue:
                 engine=engine, account_id=ACCOUNT, rules=paper_rules(), clock=self.clock
             )
             fed = (row.state or {}).get(FED_KEY)
+            engine.forget_history(ACCOUNT, keep=settings.PAPER_HISTORY_KEEP)
             row.state = engine.dump_state()
             if fed:
                 row.state[FED_KEY] = fed

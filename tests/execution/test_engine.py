@@ -889,3 +889,54 @@ def test_same_inputs_give_the_same_fills_every_time() -> None:
     assert len(first_trades) == 4
     assert first_trades == second_trades
     assert first_events == second_events
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def test_forget_history_keeps_open_orders_and_the_newest_closed_with_their_trades() -> None:
+    engine, _ = make_engine()
+    for n in range(5):  # five filled MARKET orders, each with one trade
+        engine.place_order(ACCOUNT, market("BUY" if n % 2 == 0 else "SELL", "0.01"))
+    resting = engine.place_order(ACCOUNT, limit("BUY", "0.01", "40000", client_id="resting"))
+    stop = engine.place_algo(ACCOUNT, algo("SELL", "STOP_MARKET", "45000", "0.01"))
+    for _ in range(4):  # four cancelled algo orders
+        placed = engine.place_algo(ACCOUNT, algo("SELL", "STOP_MARKET", "45000", "0.01"))
+        engine.cancel_algo(ACCOUNT, algo_id=placed.algo_id)
+    filled = [o.order_id for o in engine.all_orders(ACCOUNT, BTC) if o.status == "FILLED"]
+
+    forgotten = engine.forget_history(ACCOUNT, keep=2)
+
+    # 3 orders and their 3 trades, 2 algo orders.
+    assert forgotten == 8
+    assert [o.order_id for o in engine.all_orders(ACCOUNT, BTC) if not o.is_open] == filled[-2:]
+    assert [t.order_id for t in engine.trades(ACCOUNT, BTC)] == filled[-2:]
+    assert engine.get_order(ACCOUNT, BTC, client_id="resting").status == "NEW"
+    assert [a.algo_id for a in engine.open_algos(ACCOUNT, BTC)] == [stop.algo_id]
+    assert len(engine.all_algos(ACCOUNT, BTC)) == 3
+    assert reject_code(engine.get_order, ACCOUNT, BTC, order_id=filled[0]) == -2013
+    assert resting.order_id in {o.order_id for o in engine.open_orders(ACCOUNT, BTC)}
+
+
+def test_ids_keep_counting_after_history_is_forgotten() -> None:
+    engine, _ = make_engine()
+    first = engine.place_order(ACCOUNT, market("BUY", "0.01"))
+    engine.forget_history(ACCOUNT, keep=0)
+    state = engine.dump_state()
+    restored, _ = make_engine()
+    restored.load_state(state)
+
+    second = restored.place_order(ACCOUNT, market("SELL", "0.01"))
+
+    assert restored.all_orders(ACCOUNT, BTC) == [second]
+    assert second.order_id > first.order_id
+    assert restored.trades(ACCOUNT, BTC)[0].trade_id > 9_000_001
+
+
+def test_forget_history_is_a_no_op_within_the_limit() -> None:
+    engine, _ = make_engine()
+    engine.place_order(ACCOUNT, market("BUY", "0.01"))
+    before = engine.dump_state()
+
+    assert engine.forget_history(ACCOUNT, keep=1) == 0
+    assert engine.dump_state() == before
