@@ -136,8 +136,18 @@ def test_replayed_candles_drive_signals_orders_fills_positions_and_disarm(
         cancelled_bid = Order.objects.filter(
             bot=bidder, leg=OrderLeg.ENTRY, state=OrderState.CANCELED
         ).exists()
-        closed = Position.objects.filter(bot=buyer, status="CLOSED").exists()
-        return filled_entry and cancelled_bid and closed
+        # The entry of a closed position with its fill recorded: a fill is written by the
+        # sync after the order's state, so wait for it rather than for the state alone.
+        closed_with_fill = Fill.objects.filter(
+            order__leg=OrderLeg.ENTRY,
+            order__delivery__position__bot=buyer,
+            order__delivery__position__status="CLOSED",
+        ).exists()
+        # The DISARM delivery is finished after its cancels: wait for it too.
+        disarmed = SignalDelivery.objects.filter(
+            bot=bidder, signal__kind="DISARM", status=DeliveryStatus.EXECUTED
+        ).exists()
+        return filled_entry and cancelled_bid and closed_with_fill and disarmed
 
     try:
         wait_until(progressed, timeout=240, step=1)
@@ -157,14 +167,14 @@ def test_replayed_candles_drive_signals_orders_fills_positions_and_disarm(
     assert arm.source == "STRATEGY"
     executed = SignalDelivery.objects.filter(bot=buyer, status=DeliveryStatus.EXECUTED)
     assert executed.exists()
-    entry = Order.objects.filter(bot=buyer, leg=OrderLeg.ENTRY, state=OrderState.FILLED).first()
-    assert entry is not None
+    closed = Position.objects.filter(bot=buyer, status="CLOSED").first()
+    assert closed is not None
+    entry = Order.objects.get(delivery=closed.delivery, leg=OrderLeg.ENTRY)
+    assert entry.state == OrderState.FILLED
     assert entry.filled_qty > 0
     legs = set(Order.objects.filter(delivery=entry.delivery).values_list("leg", flat=True))
     assert {OrderLeg.ENTRY, OrderLeg.STOP_LOSS} <= legs
     assert Fill.objects.filter(order=entry).exists()
-    closed = Position.objects.filter(bot=buyer, status="CLOSED").first()
-    assert closed is not None
     assert closed.exit_qty == closed.entry_qty > 0
     # DISARM cancelled the LIMIT bot's unfilled entry.
     disarmed = SignalDelivery.objects.filter(bot=bidder, signal__kind="DISARM")

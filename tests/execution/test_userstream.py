@@ -138,7 +138,7 @@ def emulator_streams_key(emu: Harness, key: str) -> bool:
 
 
 def connected_key(
-    emu: Harness, stream: UserStream, bot: Bot, *, other_than: str = "", timeout: float = 3
+    emu: Harness, stream: UserStream, bot: Bot, *, other_than: str = "", timeout: float = 10
 ) -> str:
     """Wait until the stream holds a listen key for the bot's account (other than
     ``other_than``) and the emulator has its socket open; return the key."""
@@ -272,10 +272,10 @@ def test_limit_entry_fills_reach_the_database_through_the_stream_alone(env, spec
 
     fill(env, spec, entry.client_order_id, half)
     wait_until(
-        lambda: Order.objects.get(pk=entry.pk).state == OrderState.PARTIALLY_FILLED, timeout=2
+        lambda: Order.objects.get(pk=entry.pk).state == OrderState.PARTIALLY_FILLED, timeout=10
     )
     fill(env, spec, entry.client_order_id, entry.quantity - half)
-    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=2)
+    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=10)
 
     entry.refresh_from_db()
     assert (entry.filled_qty, entry.avg_price) == (entry.quantity, entry.price)
@@ -295,7 +295,7 @@ def test_limit_entry_fills_reach_the_database_through_the_stream_alone(env, spec
             delivery_id=entry.delivery_id, leg=OrderLeg.STOP_LOSS, state=OrderState.NEW,
             quantity=entry.quantity,
         ).first(),
-        timeout=3,
+        timeout=10,
     )  # fmt: skip
     assert stop_loss is not None
     assert stop_loss.client_order_id in {a.client_algo_id for a in pf.open_algos(env, spec)}
@@ -315,7 +315,7 @@ def test_expired_listen_key_is_recreated_and_later_events_are_applied(env, spec,
     second_key = connected_key(env, stream, bot, other_than=first_key)
     assert not emulator_has_key(env, first_key)
     fill(env, spec, entry.client_order_id, entry.quantity)
-    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=2)
+    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=10)
     assert state_changes(Order.objects.get(pk=entry.pk))[-1] == (
         "NEW",
         "FILLED",
@@ -351,7 +351,7 @@ def test_bad_frames_and_foreign_orders_are_counted_and_the_stream_keeps_going(
     entry = placed_limit_trio(env, bot)
     fill(env, spec, entry.client_order_id, entry.quantity)
 
-    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=3)
+    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=10)
     assert stream.stats.failed == 2
     assert stream.stats.connects == 1  # no reconnect: the socket stayed up throughout
     assert not Order.objects.filter(client_order_id="by-hand-0001").exists()
@@ -373,7 +373,7 @@ def test_market_trio_placed_while_streaming_leaves_no_event_unapplied(env, spec,
     delivery = delivery_execute(delivery_id=pf.arm_trio(env, bot, entry_type="MARKET").pk)
 
     # entry NEW + TRADE, ACCOUNT_UPDATE, stop-loss and take-profit NEW
-    wait_until(lambda: stream.stats.applied + stream.stats.failed >= 5, timeout=3)
+    wait_until(lambda: stream.stats.applied + stream.stats.failed >= 5, timeout=10)
     entry = entry_of(delivery)
     assert (delivery.status, entry.state, entry.filled_qty) == (
         "EXECUTED",
@@ -397,7 +397,7 @@ def test_dropped_socket_is_reopened_and_later_events_are_applied(env, spec, bot,
     wait_until(lambda: stream.stats.connects == 2 and connected_key(env, stream, bot))
     assert stream.listen_key(bot.credential_id) == key  # Binance hands out the active key again
     fill(env, spec, entry.client_order_id, entry.quantity)
-    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=2)
+    wait_until(lambda: Order.objects.get(pk=entry.pk).state == OrderState.FILLED, timeout=10)
     assert sample("trader_userstream_reconnects_total", reason="disconnected") == before + 1
 
 
@@ -408,7 +408,7 @@ def test_unreachable_venue_is_retried_with_backoff_and_shutdown_stays_prompt(
     settings.BINANCE_BASE_URL = "http://127.0.0.1:9/fapi"  # nothing listens on the discard port
     running = Running(UserStream(**FAST))
 
-    wait_until(lambda: running.stream.stats.reconnects >= 3, timeout=5)
+    wait_until(lambda: running.stream.stats.reconnects >= 3, timeout=10)
     running.stop()
 
     assert running.stream.stats.connects == 0
@@ -481,8 +481,8 @@ def test_accounts_are_picked_up_and_dropped_as_bots_come_and_go(env, spec, run_s
 
     Bot.objects.filter(pk=bot.pk).update(status=BotStatus.PAUSED)
 
-    wait_until(lambda: stream.credential_ids() == [], timeout=3)
-    wait_until(lambda: not emulator_has_key(env, key), timeout=3)
+    wait_until(lambda: stream.credential_ids() == [], timeout=10)
+    wait_until(lambda: not emulator_has_key(env, key), timeout=10)
 
 
 @transactional
