@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import defaultdict
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -52,22 +53,33 @@ def ingest_due() -> int:
         log.warning("ingest_due: %s", exc)
         return 0
     jitter = max(0.0, float(settings.INGEST_JITTER_S))
-    sent = 0
+    by_interval: dict[str, list[str]] = defaultdict(list)
     for feed in feeds:
-        if feed.interval not in INTERVAL_MS or feed.interval in DERIVED_ONLY_INTERVALS:
-            continue
-        open_ms = newest_closed_open_ms(feed.interval, now)
-        if Kline.objects.filter(
-            symbol=feed.symbol, interval=feed.interval, open_time=to_dt(open_ms)
-        ).exists():
-            continue
-        timeout = INTERVAL_SECONDS[feed.interval] + 60
-        if not cache.add(due_key(feed.symbol, feed.interval, open_ms), 1, timeout):
-            continue
-        countdown = random.uniform(0.0, jitter) / _speed() if jitter else 0.0  # noqa: S311
-        ingest_klines.apply_async((feed.symbol, feed.interval, open_ms), countdown=countdown)
-        sent += 1
+        if feed.interval in INTERVAL_MS and feed.interval not in DERIVED_ONLY_INTERVALS:
+            by_interval[feed.interval].append(feed.symbol)
+    sent = 0
+    for interval, symbols in by_interval.items():
+        open_ms = newest_closed_open_ms(interval, now)
+        # One query per interval: the feeds whose newest closed candle is already stored.
+        stored = set(
+            Kline.objects.filter(
+                interval=interval, open_time=to_dt(open_ms), symbol__in=symbols
+            ).values_list("symbol", flat=True)
+        )
+        for symbol in symbols:
+            if symbol not in stored:
+                sent += _dispatch(symbol, interval, open_ms, jitter)
     return sent
+
+
+def _dispatch(symbol: str, interval: str, open_ms: int, jitter: float) -> int:
+    """Enqueue one jittered ``ingest_klines`` unless it was already dispatched; 1 if sent."""
+    timeout = INTERVAL_SECONDS[interval] + 60
+    if not cache.add(due_key(symbol, interval, open_ms), 1, timeout):
+        return 0
+    countdown = random.uniform(0.0, jitter) / _speed() if jitter else 0.0  # noqa: S311
+    ingest_klines.apply_async((symbol, interval, open_ms), countdown=countdown)
+    return 1
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=RETRIES)
@@ -89,12 +101,7 @@ def ingest_klines(self: Task, symbol: str, interval: str, open_ms: int | None = 
             symbol, interval, outcome.stored, outcome.updated, len(outcome.bad),
             outcome.repaired, outcome.handed_off,
         )  # fmt: skip
-        if (
-            open_ms is not None
-            and not Kline.objects.filter(
-                symbol=symbol, interval=interval, open_time=to_dt(open_ms)
-            ).exists()
-        ):
+        if open_ms is not None and not _stored(symbol, interval, open_ms):
             problem = f"candle {to_dt(open_ms).isoformat()} not served closed yet"
     if problem is None:
         return
@@ -108,6 +115,10 @@ def ingest_klines(self: Task, symbol: str, interval: str, open_ms: int | None = 
     log.warning("ingest %s %s: %s; giving up until the next tick", symbol, interval, problem)
     if open_ms is not None:
         cache.delete(due_key(symbol, interval, open_ms))
+
+
+def _stored(symbol: str, interval: str, open_ms: int) -> bool:
+    return Kline.objects.filter(symbol=symbol, interval=interval, open_time=to_dt(open_ms)).exists()
 
 
 def _speed() -> float:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from execution.services import market_price
@@ -244,6 +246,37 @@ def test_ingest_due_skips_a_candle_already_stored(db, market, broker):
 
     assert ingest_due() == 0
     assert queued(broker, "ingest") == []
+
+
+def test_ingest_due_looks_up_all_feeds_of_an_interval_in_one_query(db, market, broker):
+    for symbol in ("BTCUSDT", "ETHUSDT", "XRPUSDT"):
+        BotFactory.create(symbol=symbol, interval="1m")
+    newest = present_open_ms(market) - MINUTE
+    klines_ingest(
+        symbol="ETHUSDT", interval="1m", bars=[bar(newest, "2000", "2010", "1990", "2005")],
+        path="stream", now_ms=newest + MINUTE,
+    )  # fmt: skip
+
+    with CaptureQueriesContext(connection) as queries:
+        assert ingest_due() == 2
+
+    assert sorted(args[0] for _, args, _ in queued(broker, "ingest")) == ["BTCUSDT", "XRPUSDT"]
+    assert len([q for q in queries if '"ingest_kline"' in q["sql"]]) == 1
+
+
+def test_beat_task_fetches_nothing_for_a_candle_the_stream_already_handed_off(db, market):
+    BotFactory.create(symbol="BTCUSDT", interval="1m")
+    newest = present_open_ms(market) - MINUTE
+    klines_ingest(
+        symbol="BTCUSDT", interval="1m", bars=replay_closed(market, newest, newest),
+        path="stream", now_ms=newest + MINUTE,
+    )  # fmt: skip
+    candles = Kline.objects.filter(symbol="BTCUSDT", interval="1m")
+    assert candles.exclude(chain_started_at=None).count() == 1
+
+    ingest_klines("BTCUSDT", "1m", newest)  # dispatched before the stream stored it
+
+    assert candles.count() == 1  # a fetch would have stored the candles before it too
 
 
 def test_beat_task_stores_and_hands_off_the_newest_closed_candle_exactly_once(
