@@ -1,9 +1,11 @@
 """``PersistentPaperVenue``: the dry-run venue of one bot, shared by every worker process.
 
-Each call locks the bot's ``PaperAccount`` row, restores the matching engine from it, runs the
+Each call that changes something (placing, cancelling, feeding prices, leverage, position mode)
+locks the bot's ``PaperAccount`` row, restores the matching engine from it, runs the
 ``PaperVenue`` method, and saves the engine back, all in one short transaction. The paper
 exchange's state is the database row, so this transaction *is* the exchange; callers still call
-the venue outside their own transactions, as with a real one.
+the venue outside their own transactions, as with a real one. Queries (orders, trades,
+balances, positions) read the last committed state, without the lock and without writing.
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ class PersistentPaperVenue:
         with self._session() as venue:
             return getattr(venue, method)(*args, **kwargs)
 
+    def _peek(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A query: the account's last committed state, read without locking or saving it (as
+        a query to an exchange sees it between two writes). Most calls are queries: the
+        order monitor and the paper sync ask after every open order."""
+        state = PaperAccount.objects.filter(bot_id=self.bot_id).values_list("state", flat=True)
+        engine = self._new_engine()
+        stored = state.first()
+        if stored:
+            engine.load_state(stored)
+        venue = PaperVenue(engine=engine, account_id=ACCOUNT, rules=paper_rules(), clock=self.clock)
+        return getattr(venue, method)(*args, **kwargs)
+
     # --- market ---------------------------------------------------------------------------------
 
     def feed_price(self, symbol: str, price: Decimal, time_ms: int | None = None) -> None:
@@ -133,13 +147,13 @@ class PersistentPaperVenue:
         return paper_rules()
 
     def rules_for(self, symbol: str) -> SymbolRules:
-        return self._call("rules_for", symbol)
+        return self._peek("rules_for", symbol)
 
     def mark_price(self, symbol: str) -> Decimal | None:
-        return self._call("mark_price", symbol)
+        return self._peek("mark_price", symbol)
 
     def klines(self, **kwargs: Any) -> list[Kline]:
-        return self._call("klines", **kwargs)
+        return self._peek("klines", **kwargs)
 
     def place_order(self, request: OrderRequest) -> VenueOrder:
         return self._call("place_order", request)
@@ -154,40 +168,40 @@ class PersistentPaperVenue:
         return self._call("cancel_algo_order", **kwargs)
 
     def get_order(self, **kwargs: Any) -> VenueOrder:
-        return self._call("get_order", **kwargs)
+        return self._peek("get_order", **kwargs)
 
     def get_algo_order(self, **kwargs: Any) -> VenueOrder:
-        return self._call("get_algo_order", **kwargs)
+        return self._peek("get_algo_order", **kwargs)
 
     def open_orders(self, **kwargs: Any) -> list[VenueOrder]:
-        return self._call("open_orders", **kwargs)
+        return self._peek("open_orders", **kwargs)
 
     def cancel_all(self, *, symbol: str) -> None:
         self._call("cancel_all", symbol=symbol)
 
     def balances(self) -> list[Balance]:
-        return self._call("balances")
+        return self._peek("balances")
 
     def positions(self, **kwargs: Any) -> list[Position]:
-        return self._call("positions", **kwargs)
+        return self._peek("positions", **kwargs)
 
     def user_trades(self, **kwargs: Any) -> list[UserTrade]:
-        return self._call("user_trades", **kwargs)
+        return self._peek("user_trades", **kwargs)
 
     def set_leverage(self, *, symbol: str, leverage: int) -> int:
         return self._call("set_leverage", symbol=symbol, leverage=leverage)
 
     def position_mode_dual(self) -> bool:
-        return self._call("position_mode_dual")
+        return self._peek("position_mode_dual")
 
     def set_position_mode(self, *, dual: bool) -> None:
         self._call("set_position_mode", dual=dual)
 
     def create_listen_key(self) -> str:
-        return self._call("create_listen_key")
+        return self._peek("create_listen_key")
 
     def keepalive_listen_key(self, listen_key: str) -> None:
-        self._call("keepalive_listen_key", listen_key)
+        self._peek("keepalive_listen_key", listen_key)
 
     def close_listen_key(self, listen_key: str) -> None:
-        self._call("close_listen_key", listen_key)
+        self._peek("close_listen_key", listen_key)

@@ -1,11 +1,14 @@
-"""``PersistentPaperVenue``: a paper account's stored state stays bounded while it trades."""
+"""``PersistentPaperVenue``: a paper account's stored state stays bounded while it trades, and
+queries neither lock nor rewrite it."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from execution.models import PaperAccount
 from execution.venues.base import OrderRequest, OrderType, Side
@@ -46,3 +49,35 @@ def test_paper_account_remembers_only_the_newest_closed_orders_and_loses_no_mone
     assert [t.order_id for t in forgetful.user_trades(symbol=BTC)] == [
         t.order_id for t in full.user_trades(symbol=BTC)[-3:]
     ]
+
+
+def test_queries_read_the_account_without_locking_or_rewriting_it() -> None:
+    bot = BotFactory.create()
+    venue = PersistentPaperVenue(bot_id=bot.pk)
+    trade_back_and_forth(venue, 1)
+    written = PaperAccount.objects.get(bot_id=bot.pk).updated_at
+
+    with CaptureQueriesContext(connection) as queries:
+        open_orders = venue.open_orders(symbol=BTC)
+        trades = venue.user_trades(symbol=BTC)
+        balances = venue.balances()
+        positions = venue.positions(symbol=BTC)
+        filled = venue.get_order(symbol=BTC, venue_id=trades[0].order_id)
+
+    assert open_orders == []  # the MARKET order filled
+    assert filled.status == "FILLED"
+    assert [p.amount for p in positions] == [Decimal("0.01")]
+    assert balances[0].wallet_balance < Decimal("10000")  # the fee was paid
+    sql = " ".join(q["sql"] for q in queries).upper()
+    assert "UPDATE" not in sql
+    assert "INSERT" not in sql
+    assert PaperAccount.objects.get(bot_id=bot.pk).updated_at == written
+
+
+def test_a_query_on_an_account_never_used_sees_the_starting_balance_and_creates_nothing() -> None:
+    bot = BotFactory.create()
+
+    (balance,) = PersistentPaperVenue(bot_id=bot.pk).balances()
+
+    assert balance.wallet_balance == Decimal("10000")
+    assert not PaperAccount.objects.filter(bot_id=bot.pk).exists()
