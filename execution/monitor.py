@@ -78,7 +78,7 @@ def _lookup(order: Order, venue: Any) -> Any:
     return lookup(order, venue)
 
 
-def _refresh_order(order: Order, venue: Any, report: Report) -> None:
+def order_refresh(order: Order, venue: Any, report: Report) -> None:
     """Poll one order by client id and apply what the venue says."""
     report.checked += 1
     before = order.state
@@ -100,7 +100,7 @@ def _refresh_order(order: Order, venue: Any, report: Report) -> None:
         report.updated.append(f"{order.client_order_id}: {before} -> {order.state}")
 
 
-def _sync_fills(
+def fills_sync(
     account: str, venue: Any, bots: list[Bot], symbols: set[str], since: datetime
 ) -> None:
     """Record the account's user trades of ``symbols`` since ``since``, each with its order.
@@ -187,7 +187,7 @@ def monitor_pass(*, now: datetime | None = None, full: bool = False) -> Report:
                     Q(state=OrderState.UNKNOWN) | Q(state=OrderState.PENDING, sent_at__isnull=False)
                 )
             for order in polled.select_related("bot"):
-                _refresh_order(order, venue, report)
+                order_refresh(order, venue, report)
             if not streamed:
                 active = {
                     o.symbol
@@ -195,7 +195,7 @@ def monitor_pass(*, now: datetime | None = None, full: bool = False) -> Report:
                         bot__in=account_bots, updated_at__gte=now - timedelta(hours=1)
                     )
                 }
-                _sync_fills(account, venue, account_bots, active, now - timedelta(hours=1))
+                fills_sync(account, venue, account_bots, active, now - timedelta(hours=1))
             _cancel_stale_entries(account_bots, venue, now, report)
             _ensure_protected(account_bots, report)
             if full:
@@ -360,7 +360,7 @@ def reconcile_account(
         now = timezone.now()
         oldest = min((o.created_at for o in open_before.values()), default=now)
         since = max(min(oldest - timedelta(minutes=1), now - timedelta(days=1)), now - FILLS_MAX)
-        _sync_fills(account, venue, bots, symbols, since)
+        fills_sync(account, venue, bots, symbols, since)
         for delivery_id in (
             Order.objects.filter(bot__in=bots, leg=OrderLeg.ENTRY, filled_qty__gt=0)
             .values_list("delivery_id", flat=True)

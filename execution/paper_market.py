@@ -69,7 +69,7 @@ def paper_feed_candle(*, symbol: str, interval: str, open_ms: int) -> int:
 
 def paper_orders_sync(*, bot: Bot, venue: PersistentPaperVenue) -> None:
     """Apply the paper venue's view of the bot's open orders, and record its fills."""
-    from execution.monitor import Report, _refresh_order, _sync_fills
+    from execution.monitor import Report, fills_sync, order_refresh
     from execution.services import account_key_for
 
     orders = list(Order.objects.filter(bot=bot, state__in=OPEN).select_related("bot"))
@@ -77,8 +77,8 @@ def paper_orders_sync(*, bot: Bot, venue: PersistentPaperVenue) -> None:
         return
     report = Report()
     for order in orders:
-        _refresh_order(order, venue, report)
+        order_refresh(order, venue, report)
     since = timezone.now() - timedelta(hours=1)
-    _sync_fills(account_key_for(bot=bot), venue, [bot], {bot.symbol}, since)
+    fills_sync(account_key_for(bot=bot), venue, [bot], {bot.symbol}, since)
     for line in report.updated:
         log.info("paper bot %s: %s", bot.pk, line)
