@@ -136,6 +136,12 @@ class RiskInput:
     circuit_reason: str = ""
     symbol: str = ""
     quote_asset: str = "USDT"
+    #: The data-staleness breaker: the age of the newest candle stored for the bot's feed
+    #: (``ingest.selectors.feed_freshness``, market time; None when the feed has no candles,
+    #: as for a manual bot with nothing ingested) and the most it may be (None: not checked).
+    feed_age: timedelta | None = None
+    max_feed_age: timedelta | None = None
+    feed: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the input (Decimals, datetimes and durations as strings)."""
@@ -253,8 +259,21 @@ def _symbol_tradable(inp: RiskInput) -> Check:
 
 def _fresh_data(inp: RiskInput) -> Check:
     code = RiskCode.STALE_DATA
+    feed_age, max_feed_age = inp.feed_age, inp.max_feed_age
+    if feed_age is not None and max_feed_age is not None and feed_age > max_feed_age:
+        # Ingestion has stopped for this feed: no entry, manual or not, on stale market data.
+        return _fail(
+            code,
+            f"market data {inp.feed or inp.symbol} stale: newest candle closed {feed_age} ago "
+            f"> max {max_feed_age}",
+        )
+    feed_note = ""
+    if feed_age is not None and max_feed_age is not None:
+        feed_note = f"market data {inp.feed or inp.symbol} age {feed_age} <= max {max_feed_age}; "
     close = inp.candle_close_time
     if close is None:
+        if feed_note:
+            return _pass(code, f"{feed_note}no candle (manual signal)")
         return _pass(code, "no candle (manual signal): freshness not checked")
     if close > inp.now:
         # A close time in the future is a candle still forming: never trade on it.
@@ -269,7 +288,7 @@ def _fresh_data(inp: RiskInput) -> Check:
             code,
             f"data age {age} > max {inp.max_data_age} (candle closed {close.isoformat()})",
         )
-    return _pass(code, f"data age {age} <= max {inp.max_data_age}")
+    return _pass(code, f"{feed_note}data age {age} <= max {inp.max_data_age}")
 
 
 def _cooldown(inp: RiskInput) -> Check:

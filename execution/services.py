@@ -549,7 +549,28 @@ def _risk_input(
         circuit_open=open_circuit,
         circuit_reason=circuit_reason,
         symbol=signal.symbol,
+        **_feed_staleness(bot),
     )
+
+
+def _feed_staleness(bot: Bot) -> dict[str, Any]:
+    """The data-staleness breaker's input: how old the newest candle of the bot's feed is, and
+    the most it may be (``INGEST_STALE_INTERVALS`` intervals), both in market time."""
+    from ingest.feeds import Feed
+    from ingest.selectors import feed_freshness
+
+    feed = Feed(bot.symbol, bot.interval)
+    if bot.interval not in INTERVAL_SECONDS:
+        return {}
+    (freshness,) = feed_freshness(feeds=[feed])
+    limit = INTERVAL_SECONDS[bot.interval] * float(settings.INGEST_STALE_INTERVALS)
+    return {
+        "feed": str(feed),
+        "feed_age": None
+        if freshness.age_seconds is None
+        else timedelta(seconds=freshness.age_seconds),
+        "max_feed_age": timedelta(seconds=limit),
+    }
 
 
 def _arm(delivery: SignalDelivery, now: datetime) -> SignalDelivery:

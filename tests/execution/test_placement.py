@@ -30,10 +30,12 @@ from execution.states import OrderState
 from execution.venues import errors as venue_errors
 from execution.venues.binance import BinanceFuturesVenue
 from execution.venues.paper_store import PersistentPaperVenue
+from ingest.models import Kline
 from signals.models import SignalSource
 from signals.services import params_hash, signal_create, signal_fan_out
 from tests.execution import placement_fixtures as pf
 from tests.factories import BotFactory, UserFactory, make_credential
+from trader.domain import INTERVAL_SECONDS
 from trader.models import Alert, BotStatus
 
 pytestmark = pytest.mark.django_db
@@ -651,6 +653,24 @@ def test_cooldown_skips_the_delivery(env, spec, bot):
     delivery = delivery_execute(delivery_id=delivery.pk)
 
     assert_skipped(delivery, "COOLDOWN", env, spec)
+
+
+def test_stale_market_data_for_the_bots_feed_skips_even_a_manual_signal(env, spec, bot):
+    # Ingestion of the bot's feed stopped a day ago: its newest candle closed then.
+    length = timedelta(seconds=INTERVAL_SECONDS[bot.interval])
+    opened = timezone.now() - timedelta(days=1) - length
+    price = Decimal(100)
+    Kline.objects.create(
+        symbol=bot.symbol, interval=bot.interval, open_time=opened,
+        close_time=opened + length - timedelta(milliseconds=1),
+        open=price, high=price, low=price, close=price, volume=Decimal(1),
+    )  # fmt: skip
+    delivery = pf.arm_trio(env, bot)
+
+    delivery = delivery_execute(delivery_id=delivery.pk)
+
+    assert_skipped(delivery, "STALE_DATA", env, spec)
+    assert delivery.reason.startswith(f"market data {bot.symbol} {bot.interval} stale: ")
 
 
 def test_resting_entry_fills_the_open_position_slot(env, spec, bot):

@@ -604,3 +604,45 @@ def test_input_as_dict_stores_decimals_datetimes_and_durations_as_strings() -> N
         "bot_on": False,
         "file_on": False,
     }
+
+
+# --- the data-staleness breaker (the bot's feed, from ingest.selectors.feed_freshness) ---------
+
+STALE_FEED = {
+    "feed": "BTCUSDT 1m",
+    "feed_age": timedelta(minutes=3, seconds=1),
+    "max_feed_age": timedelta(minutes=3),
+}
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [{}, {"candle_close_time": None}],
+    ids=["strategy signal with a fresh candle", "manual signal"],
+)
+def test_stale_feed_refuses_every_entry_naming_the_feed_and_its_age(signal: dict[str, Any]) -> None:
+    decision = evaluate(build({**STALE_FEED, **signal}))
+
+    assert (decision.code, decision.reason) == (
+        RiskCode.STALE_DATA,
+        "market data BTCUSDT 1m stale: newest candle closed 0:03:01 ago > max 0:03:00",
+    )
+
+
+def test_feed_exactly_at_its_max_age_is_fresh_and_the_detail_says_so() -> None:
+    fresh = {**STALE_FEED, "feed_age": timedelta(minutes=3), "candle_close_time": None}
+
+    decision = evaluate(build(fresh))
+
+    assert decision.allowed is True
+    stale = decision.checks[list(RiskCode).index(RiskCode.STALE_DATA)]
+    assert (
+        stale.detail
+        == "market data BTCUSDT 1m age 0:03:00 <= max 0:03:00; no candle (manual signal)"
+    )
+
+
+def test_feed_without_candles_is_not_judged_by_the_breaker() -> None:
+    decision = evaluate(build({**STALE_FEED, "feed_age": None, "candle_close_time": None}))
+
+    assert decision.allowed is True
