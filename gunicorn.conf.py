@@ -5,7 +5,9 @@ exits once with the clear line instead of gunicorn re-spawning failing workers f
 """
 
 import os
+from typing import Any
 
+from config.metrics import process_dead
 from config.startup import enforce_startup_config
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
@@ -16,6 +18,11 @@ accesslog = "-"
 
 def on_starting(server: object) -> None:
     enforce_startup_config("web")
+
+
+def child_exit(server: object, worker: Any) -> None:
+    # With PROMETHEUS_MULTIPROC_DIR (config.metrics): the worker's live gauges stop counting.
+    process_dead(worker.pid)
 
 
 # gunicorn 27's control socket would live under $HOME, which the image's app user cannot write;

@@ -24,3 +24,10 @@ def _worker_refuses_bad_config(**_: Any) -> None:
     from config.startup import enforce_startup_config
 
     enforce_startup_config("celery worker")
+
+
+@signals.worker_process_shutdown.connect
+def _worker_process_metrics_dead(pid: int | None = None, **_: Any) -> None:
+    from config.metrics import process_dead
+
+    process_dead(pid or os.getpid())

@@ -1,9 +1,10 @@
 """Prometheus metrics of market-data ingestion (``prometheus_client``).
 
 Labels carry symbols, intervals, ingestion paths and rule names only: never a key, an account
-or a URL. Like the venue metrics, these live in the process that counts them (the ingest
-worker for the beat path, the command for a backfill); ``feed_freshness`` also sets the lag
-gauge, so the web process's ``/metrics`` shows the lag as of its last ``/readyz``.
+or a URL. They are counted where the work happens (the ingest worker for the beat path, the
+stream process, the command for a backfill) and reach the web's ``/metrics`` through
+``PROMETHEUS_MULTIPROC_DIR`` (``config.metrics``); gauges report the most recent value set by
+any process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ INGEST_LAG = Gauge(
     "trader_ingest_lag_seconds",
     "Market time now minus the close time of the newest stored candle.",
     ["symbol", "interval"],
+    multiprocess_mode="mostrecent",
 )
 GAPS_FOUND = Counter(
     "trader_ingest_gaps_found_total",
@@ -54,4 +56,5 @@ WEIGHT_USED_1M = Gauge(
     "trader_ingest_weight_used_1m",
     "X-MBX-USED-WEIGHT-1M of the latest klines response: the IP's weight this minute, "
     "every client of the IP included.",
+    multiprocess_mode="mostrecent",
 )

@@ -83,7 +83,11 @@ RECONNECTS = Counter(
     "Kline stream connections ended and reopened, by reason.",
     ["reason"],
 )
-CONNECTED = Gauge("trader_kline_stream_connections", "Kline stream connections open now.")
+CONNECTED = Gauge(
+    "trader_kline_stream_connections",
+    "Kline stream connections open now.",
+    multiprocess_mode="livesum",
+)
 
 #: Binance's cap on the streams of one connection.
 MAX_STREAMS_PER_CONNECTION = 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -288,11 +289,16 @@ def test_make_run_demo_trades_on_replayed_data_and_the_api_shows_the_first_fill(
         return body["results"] if isinstance(body, dict) else body
 
     fills: list[dict] = []
+    metrics = ""
     try:
         deadline = time.monotonic() + 300
         while not fills and time.monotonic() < deadline and platform.poll() is None:
             fills = first_fill()
             time.sleep(2)
+        if fills:  # the web's /metrics, with what the stream process counted
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                metrics = r.read().decode()
     finally:
         platform.send_signal(signal.SIGINT)
         code: int | None = None
@@ -304,6 +310,14 @@ def test_make_run_demo_trades_on_replayed_data_and_the_api_shows_the_first_fill(
     output = "".join(lines)
     assert fills, f"no fill reached the API:\n{output[-6000:]}"
     assert fills[0]["symbol"] == "BTCUSDT"
+    # Counted only in the kline stream's process, shown by the web's: multiprocess metrics.
+    stored = re.search(
+        r'^trader_ingest_candles_stored_total\{interval="1m",path="stream"\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    assert stored, metrics[-3000:]
+    assert float(stored.group(1)) >= 1
     assert "platform: warm-up history BTCUSDT 1m:" in output
     assert "pulse | signal ARM" in output
     assert "pulse | fill" in output

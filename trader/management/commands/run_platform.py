@@ -27,12 +27,15 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.metrics import ENV as METRICS_ENV
+from config.metrics import multiprocess_dir_prepare
 from config.startup import enforce_startup_config
 from execution.userstream import STREAMING_MODES
 from trader.services import demo_superuser_ensure
@@ -196,6 +199,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         enforce_startup_config("platform")
         port = options["port"]
+        # Every child writes its metrics where the web's /metrics adds them up (config.metrics).
+        metrics_dir = Path(os.environ.get(METRICS_ENV) or settings.BASE_DIR / "var" / "prometheus")
+        os.environ[METRICS_ENV] = str(multiprocess_dir_prepare(metrics_dir))
         supervisor = Supervisor(platform_processes(port=port), self.stdout)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: supervisor.request_stop())
