@@ -90,7 +90,7 @@ from ingest.normalize import (
     bad_tick,
     parse_rows,
 )
-from trader.domain import INTERVAL_MS, to_dt
+from trader.domain import INTERVAL_MS, interval_problem, to_dt
 
 log = logging.getLogger("ingest.bulk")
 
@@ -160,8 +160,8 @@ def klines_import_text(
     reference path (see the module docstring), having written nothing.
 
     Runs in one transaction (a savepoint inside the caller's)."""
-    if interval not in INTERVAL_MS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if problem := interval_problem(interval):
+        raise ValueError(problem)
     layout = _layout(text)
     if layout is None:
         return None

@@ -19,7 +19,7 @@ from execution.venues.base import Kline as VenueKline
 from ingest.feeds import BASE_INTERVAL
 from ingest.models import Kline
 from ingest.normalize import close_time_ms_for
-from trader.domain import INTERVAL_MS, to_dt, to_ms
+from trader.domain import INTERVAL_MS, interval_problem, to_dt, to_ms
 
 _BASE_MS = INTERVAL_MS[BASE_INTERVAL]
 #: 1970-01-01 was a Thursday; Binance's weekly candles open on Monday 00:00 UTC.
@@ -33,8 +33,8 @@ def candle_open_ms(moment_ms: int, interval: str) -> int:
     if interval == "1M":
         moment = to_dt(moment_ms)
         return to_ms(datetime(moment.year, moment.month, 1, tzinfo=UTC))
-    if interval not in INTERVAL_MS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if problem := interval_problem(interval):
+        raise ValueError(problem)
     step = INTERVAL_MS[interval]
     offset = _WEEK_OFFSET_MS if interval == "1w" else 0
     return (moment_ms - offset) // step * step + offset

@@ -40,7 +40,7 @@ from ingest.feeds import is_derived
 from ingest.models import Kline
 from ingest.services import IngestOutcome, klines_ingest
 from trader.clock import market_now_ms
-from trader.domain import DERIVED_ONLY_INTERVALS, INTERVAL_MS
+from trader.domain import DERIVED_ONLY_INTERVALS, INTERVAL_MS, interval_problem
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def klines_fetch(
     A candle is closed when its close time is before the market clock's now (``now_ms``).
     ``purpose`` labels the weight metric (``beat``, ``repair``, ``backfill``...). Venue errors
     (``execution.venues.errors``) propagate; a ``RateLimited`` says when to come back."""
-    if interval not in INTERVAL_MS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if problem := interval_problem(interval):
+        raise ValueError(problem)
     if interval in DERIVED_ONLY_INTERVALS:
         raise ValueError(f"Binance does not serve {interval} candles: they are derived from 1m")
     source: KlineSource = venue if venue is not None else market_data_venue()
@@ -314,8 +314,8 @@ def klines_backfill(
     at the range's end make a first backfill "resume" after them. Pages go through
     ``klines_ingest`` (path ``backfill``: validated, stored, derived intervals of active feeds
     built; no hand-off to the chain). ``progress`` is called after every page."""
-    if interval not in INTERVAL_MS:
-        raise BackfillError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if problem := interval_problem(interval):
+        raise BackfillError(problem)
     if is_derived(interval):
         raise BackfillError(
             f"{interval} candles are derived from 1m candles, not fetched: backfill 1m "

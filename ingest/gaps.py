@@ -32,7 +32,7 @@ from ingest.derive import (
 )
 from ingest.feeds import BASE_INTERVAL, is_derived
 from ingest.models import Kline
-from trader.domain import INTERVAL_MS
+from trader.domain import INTERVAL_MS, interval_problem
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def kline_gaps(
     Without ``start`` the search begins at the first stored candle, without ``end`` it stops at
     the newest stored one; with them, missing candles at the range's edges count, up to the
     newest candle closed at market time ``now_ms`` (default the market clock)."""
-    if interval not in INTERVAL_MS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if problem := interval_problem(interval):
+        raise ValueError(problem)
     lo = None if start is None else _as_ms(start)
     hi = None if end is None else _as_ms(end)
     candles = Kline.objects.filter(symbol=symbol, interval=interval)

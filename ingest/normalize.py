@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import PurePath
 
-from trader.domain import INTERVAL_MS
+from trader.domain import INTERVAL_MS, interval_problem
 
 #: Defaults of the spike rule (see the module docstring).
 MAX_MOVE_PCT = Decimal(10)
@@ -159,8 +159,8 @@ def parse_rows(
     Reading checks only the form (field count, whole-number times, finite numbers that fit
     ``numeric(28, 10)``); ``bad_tick_reason`` judges the values. With ``interval`` a missing
     close time is filled in. An unreadable header makes the whole file one bad row."""
-    if interval is not None and interval not in INTERVAL_MS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}")
+    if interval is not None and (problem := interval_problem(interval)):
+        raise ValueError(problem)
     reader = csv.reader(io.StringIO(text))
     columns: tuple[str, ...] | None = None
     rows: list[KlineRow] = []

@@ -36,7 +36,7 @@ from ingest.normalize import (
     rows_validate,
     symbol_interval_from_name,
 )
-from trader.domain import to_dt, to_ms
+from trader.domain import interval_problem, to_dt, to_ms
 
 #: Rows per ``bulk_create`` statement on the fallback path.
 _BATCH = 2000
@@ -118,10 +118,8 @@ def klines_import_file(
             f"{path}: the file name does not say its symbol and interval "
             "(expected e.g. BTCUSDT-1m-2024-01.csv); pass them explicitly"
         )
-    if interval not in INTERVAL_MS:
-        raise KlineImportError(
-            f"unknown interval {interval!r}; expected one of {list(INTERVAL_MS)}"
-        )
+    if problem := interval_problem(interval):
+        raise KlineImportError(problem)
     if max_move_pct is None:
         max_move_pct = Decimal(str(getattr(settings, "INGEST_MAX_MOVE_PCT", 10)))
     if connection.vendor == "postgresql":

@@ -74,6 +74,13 @@ def symbol_problem(symbol: str) -> str | None:
     return None
 
 
+def interval_problem(interval: str) -> str | None:
+    """Why ``interval`` is not a kline interval the platform knows (``INTERVALS``), or None."""
+    if interval not in INTERVAL_SECONDS:
+        return f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}"
+    return None
+
+
 def mask_api_key(last4: str) -> str:
     """The only form in which an API key is ever displayed."""
     return f"****{last4}"

@@ -31,7 +31,7 @@ from execution.venues.errors import VenueError
 from ingest.derive import to_ms
 from ingest.fetch import BackfillError, BackfillProgress, klines_backfill, parse_utc
 from ingest.gaps import gaps_repair
-from trader.domain import INTERVAL_MS
+from trader.domain import interval_problem
 from trader.progress import ProgressBar
 
 
@@ -60,10 +60,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         symbol = str(options["symbol"]).upper()
         interval = str(options["interval"])
-        if interval not in INTERVAL_MS:
-            raise CommandError(
-                f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_MS)}"
-            )
+        if problem := interval_problem(interval):
+            raise CommandError(problem)
         try:
             start = parse_utc(options["start"])
             end = parse_utc(options["end"]) if options["end"] else None

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from execution.venues.errors import VenueError
 from ingest.fetch import parse_utc
 from ingest.gaps import Gap, gaps_repair, kline_gaps
-from trader.domain import INTERVAL_MS
+from trader.domain import interval_problem
 
 
 class Command(BaseCommand):
@@ -35,10 +35,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         symbol = str(options["symbol"]).upper()
         interval = str(options["interval"])
-        if interval not in INTERVAL_MS:
-            raise CommandError(
-                f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_MS)}"
-            )
+        if problem := interval_problem(interval):
+            raise CommandError(problem)
         try:
             start = parse_utc(options["start"]) if options["start"] else None
             end = parse_utc(options["end"]) if options["end"] else None

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ingest.feeds import Feed, fetched_feeds
 from ingest.stream import KlineStream, StreamConnected
-from trader.domain import INTERVALS, symbol_problem
+from trader.domain import interval_problem, symbol_problem
 
 
 def _positive(raw: str) -> float:
@@ -67,8 +67,8 @@ class Command(BaseCommand):
             if problem := symbol_problem(symbol):
                 raise CommandError(problem)
         for interval in intervals:
-            if interval not in INTERVALS:
-                raise CommandError(f"unknown interval {interval!r}; expected one of {INTERVALS}")
+            if problem := interval_problem(interval):
+                raise CommandError(problem)
         fixed = fetched_feeds(Feed(s, i) for s in symbols for i in intervals or ["1m"])
         feeds = (lambda: fixed) if symbols else None
         try:
