@@ -144,8 +144,6 @@ def gaps_repair(
     ``venue``, default ``market_data_venue()``) and store them (``klines_ingest``, path
     ``repair``, no hand-off). For a derived interval the 1m candles of the gaps are repaired
     and the derived candles rebuilt. Counts gaps found, gaps repaired and candles stored."""
-    from ingest.fetch import klines_fetch
-    from ingest.services import klines_ingest
     from trader.clock import market_now_ms
 
     now = market_now_ms() if now_ms is None else now_ms
@@ -173,27 +171,9 @@ def gaps_repair(
             )  # fmt: skip
             repaired += built
             continue
-        bars = klines_fetch(
-            symbol=symbol,
-            interval=interval,
-            start_ms=gap.first_open_ms,
-            end_ms=gap.last_open_ms,
-            venue=venue,
-            purpose="repair",
-            now_ms=now,
-        )
-        outcome = klines_ingest(
-            symbol=symbol,
-            interval=interval,
-            bars=bars,
-            path="repair",
-            now_ms=now,
-            hand_off=False,
-            repair=False,
-            venue=venue,
-        )
-        log.info("%s %s gap %s: stored %d", symbol, interval, gap, outcome.stored)
-        repaired += outcome.stored
+        stored = _gap_refetch(symbol=symbol, interval=interval, gap=gap, venue=venue, now_ms=now)
+        log.info("%s %s gap %s: stored %d", symbol, interval, gap, stored)
+        repaired += stored
     remaining = (
         kline_gaps(symbol=symbol, interval=interval, start=start, end=end, now_ms=now)
         if found
@@ -213,33 +193,38 @@ def repair_range(
     *, symbol: str, interval: str, first_ms: int, last_ms: int, venue: Any, now_ms: int
 ) -> int:
     """Re-fetch the gaps of ``[first_ms, last_ms]`` at ``interval``; candles stored."""
+    gaps = kline_gaps(symbol=symbol, interval=interval, start=first_ms, end=last_ms, now_ms=now_ms)
+    return sum(
+        _gap_refetch(symbol=symbol, interval=interval, gap=gap, venue=venue, now_ms=now_ms)
+        for gap in gaps
+    )
+
+
+def _gap_refetch(*, symbol: str, interval: str, gap: Gap, venue: Any, now_ms: int) -> int:
+    """Fetch one gap's candles and store them (path ``repair``, no hand-off, no nested
+    repair); candles stored."""
     from ingest.fetch import klines_fetch
     from ingest.services import klines_ingest
 
-    stored = 0
-    for gap in kline_gaps(
-        symbol=symbol, interval=interval, start=first_ms, end=last_ms, now_ms=now_ms
-    ):
-        bars = klines_fetch(
-            symbol=symbol,
-            interval=interval,
-            start_ms=gap.first_open_ms,
-            end_ms=gap.last_open_ms,
-            venue=venue,
-            purpose="repair",
-            now_ms=now_ms,
-        )
-        stored += klines_ingest(
-            symbol=symbol,
-            interval=interval,
-            bars=bars,
-            path="repair",
-            now_ms=now_ms,
-            hand_off=False,
-            repair=False,
-            venue=venue,
-        ).stored
-    return stored
+    bars = klines_fetch(
+        symbol=symbol,
+        interval=interval,
+        start_ms=gap.first_open_ms,
+        end_ms=gap.last_open_ms,
+        venue=venue,
+        purpose="repair",
+        now_ms=now_ms,
+    )
+    return klines_ingest(
+        symbol=symbol,
+        interval=interval,
+        bars=bars,
+        path="repair",
+        now_ms=now_ms,
+        hand_off=False,
+        repair=False,
+        venue=venue,
+    ).stored
 
 
 def _steps_sql(symbol: str, interval: str, first_ms: int, last_ms: int) -> list[tuple[int, int]]:
