@@ -9,13 +9,15 @@ for the wire-level cases. No mocks: everything goes over real HTTP/WebSocket.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 from binance.client import Client
@@ -226,3 +228,34 @@ def running_emulator(prefix: str = "emu", **overrides: Any) -> Iterator[Harness]
             yield harness
         finally:
             harness.http.close()
+
+
+class Stream(Protocol):
+    async def run(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stream)
+
+
+class Running(Generic[S]):
+    """A stream (``KlineStream``, ``UserStream``) running in a thread with its own event loop."""
+
+    def __init__(self, stream: S) -> None:
+        self.stream = stream
+        self.error: BaseException | None = None
+        name = f"{type(stream).__name__.lower()}-test"
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.stream.run())
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stream.request_stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the stream did not shut down"
+        assert self.error is None, f"the stream crashed: {self.error!r}"

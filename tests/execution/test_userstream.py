@@ -41,7 +41,7 @@ from execution.userstream import (
     ws_root_for,
 )
 from tests.execution import placement_fixtures as pf
-from tests.execution.emulator_fixtures import Harness, wait_until
+from tests.execution.emulator_fixtures import Harness, Running, wait_until
 from tests.factories import BotFactory, make_credential
 from trader.models import Bot, BotStatus, Environment
 
@@ -80,28 +80,6 @@ def spec(env: Harness) -> AccountSpec:
 @pytest.fixture
 def bot(spec: AccountSpec) -> Bot:
     return pf.emulator_bot(spec)
-
-
-class Running:
-    """A UserStream running in a thread with its own event loop."""
-
-    def __init__(self, stream: UserStream) -> None:
-        self.stream = stream
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="userstream-test", daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self.stream.run())
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.stream.request_stop()
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "the stream did not shut down"
-        assert self.error is None, f"the stream crashed: {self.error!r}"
 
 
 @pytest.fixture

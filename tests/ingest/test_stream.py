@@ -9,7 +9,6 @@ thread of its own and writes from its own threads, hence ``transaction=True``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import signal
@@ -43,7 +42,7 @@ from ingest.stream import (
     stream_environment,
     stream_name,
 )
-from tests.execution.emulator_fixtures import Harness, running_emulator
+from tests.execution.emulator_fixtures import Harness, Running, running_emulator
 from tests.execution.emulator_fixtures import wait_until as _wait_until
 from tests.execution.worker_fixtures import celery_publishing_to
 from tests.factories import BotFactory
@@ -162,28 +161,6 @@ def broker() -> Iterator[Published]:
         if keys:
             client.delete(*keys)
         client.close()
-
-
-class Running:
-    """A KlineStream running in a thread with its own event loop."""
-
-    def __init__(self, stream: KlineStream) -> None:
-        self.stream = stream
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="klinestream-test", daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self.stream.run())
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.stream.request_stop()
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "the stream did not shut down"
-        assert self.error is None, f"the stream crashed: {self.error!r}"
 
 
 @pytest.fixture
